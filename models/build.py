@@ -1,0 +1,36 @@
+"""Builders: a config (or preset name) -> a HyperSeg model with its tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.config import HyperSegConfig
+from models.hyperseg import HyperSeg
+from models.presets import preset_config
+from models.tokenizer import load_tokenizer
+
+
+def build_hyperseg(cfg: HyperSegConfig | str, device: str | torch.device = "cpu",
+                   tokenizer_dir: str | Path | None = None) -> HyperSeg:
+    """`device="meta"` builds the structure without allocating any weights (parameter counts, planning)."""
+    if isinstance(cfg, str):
+        cfg = preset_config(cfg)
+    if cfg.language.tokenizer == "pretrained" and tokenizer_dir is None:
+        # Without the checkpoint's tokenizer files the structure is still buildable: the byte tokenizer stands in,
+        # and the vocabulary size comes from the LLM config.
+        tokenizer = load_tokenizer("byte")
+    else:
+        tokenizer = load_tokenizer(cfg.language.tokenizer, tokenizer_dir)
+    with torch.device(device):
+        model = HyperSeg(cfg, tokenizer)
+    return model
+
+
+def build_tiny(device: str | torch.device = "cpu") -> HyperSeg:
+    return build_hyperseg("tiny", device)
+
+
+def build_hyperseg_3b(device: str | torch.device = "meta", tokenizer_dir: str | Path | None = None) -> HyperSeg:
+    return build_hyperseg("hyperseg-3b", device, tokenizer_dir)

@@ -1,0 +1,194 @@
+"""Configuration dataclasses: one per model part, composed into `HyperSegConfig`.
+
+Every size, width and threshold the modules use lives here, so presets are plain data and forward() has no magic
+numbers. Configs round-trip through JSON (`to_dict` / `from_dict`) for the project's checkpoint format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class VisionEncoderConfig:
+    """The vanilla (CLIP-like) encoder F_CLIP and the projector into the LLM width."""
+
+    kind: Literal["siglip", "clip"] = "siglip"
+    image_size: int = 384
+    patch_size: int = 14
+    hidden_size: int = 1152
+    intermediate_size: int = 4304
+    num_layers: int = 27
+    num_heads: int = 16
+    feature_layer: int = -2  # index into hidden_states; -2 = output of the second-to-last layer
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid_size**2
+
+
+@dataclass
+class PyramidEncoderConfig:
+    """The pyramid encoder F_seg (a Swin backbone) and the Mask2Former deformable pixel decoder on top of it."""
+
+    image_size: int = 1024
+    patch_size: int = 4
+    embed_dim: int = 128
+    depths: tuple[int, ...] = (2, 2, 18, 2)
+    num_heads: tuple[int, ...] = (4, 8, 16, 32)
+    window_size: int = 12
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    feature_size: int = 256  # pixel decoder width (GroupNorm(32) requires a multiple of 32)
+    mask_feature_size: int = 256
+    encoder_layers: int = 6
+    encoder_feedforward_dim: int = 1024
+    num_heads_pixel_decoder: int = 8
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Channels of res2..res5."""
+        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+
+
+@dataclass
+class PerceiverConfig:
+    """Fine-grained Visual Perceiver: latent tokens refined by one cross-attention block per pyramid scale."""
+
+    num_latents: int = 128
+    latent_dim: int = 512
+    num_heads: int = 8
+    head_dim: int = 64
+    ff_mult: int = 4
+    scales: tuple[str, ...] = ("res3", "res4", "res5")
+    gated: bool = True  # the paper's tanh(MLP) gate; False = the authors' released ungated residual
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+@dataclass
+class LanguageModelConfig:
+    """The LLM: a transformers causal LM built from `hf_config` (or loaded from a local directory) plus LoRA."""
+
+    model_type: str = "phi"
+    hf_config: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Literal["byte", "pretrained"] = "byte"  # "byte": the project's own byte-level tokenizer
+    lora: LoraSettings | None = field(default_factory=LoraSettings)
+    template: str = "paper"  # key into models.templates.TEMPLATE_SETS
+    max_entity_tokens: int = 24  # generation budget for hybrid entity recognition
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.hf_config["hidden_size"])
+
+
+@dataclass
+class PredictorConfig:
+    """Mask2Former masked-attention decoder driven by the LLM's mask tokens, and its heads."""
+
+    num_queries: int = 100
+    hidden_dim: int = 256
+    num_heads: int = 8
+    dim_feedforward: int = 2048
+    num_layers: int = 9  # masked-attention layers actually run
+    instance_embed_dim: int = 256
+    mask_threshold: float = 0.5
+    object_score_threshold: float = 0.5  # generic/VIS: queries below this are dropped
+    overlap_threshold: float = 0.8  # panoptic: a query keeps a segment only if this much of its mask survives
+    max_instances: int = 20  # instance / VIS: top-k kept per frame
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+
+
+@dataclass
+class TemporalConfig:
+    """Temporal adapter: global prompt aggregation over T frames and local space-time injection."""
+
+    window: int = 5  # T, frames of prompt embeddings pooled (current one included)
+    aggregate_prompts: bool = True
+    inject_latents: bool = True
+
+
+@dataclass
+class TrackerConfig:
+    """Instance-embedding tracker for VIS."""
+
+    match_threshold: float = 0.3  # bi-softmax similarity needed to continue a track
+    birth_score: float = 0.5  # detection score needed to start a track
+    max_age: int = 5  # frames a track survives unmatched
+    momentum: float = 0.8  # EMA of a track's embedding
+
+
+@dataclass
+class VisualPromptConfig:
+    num_sample_points: int = 512
+    point_radius: int = 5  # pixels of the disc a click becomes
+    scribble_width: int = 3
+
+
+@dataclass
+class LossConfig:
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    refer_weight: float = 2.0
+    text_weight: float = 1.0
+    instance_weight: float = 1.0
+    no_object_weight: float = 0.1
+    instance_temperature: float = 0.1
+
+
+@dataclass
+class HyperSegConfig:
+    name: str = "custom"
+    vision: VisionEncoderConfig = field(default_factory=VisionEncoderConfig)
+    pyramid: PyramidEncoderConfig = field(default_factory=PyramidEncoderConfig)
+    perceiver: PerceiverConfig = field(default_factory=PerceiverConfig)
+    language: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    visual_prompt: VisualPromptConfig = field(default_factory=VisualPromptConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HyperSegConfig":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) dataclass from `asdict` output; unknown keys are an error, missing ones take defaults."""
+    defaults = cls()
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        if name == "lora" and isinstance(value, dict):
+            kwargs[name] = _from_dict(LoraSettings, value)
+        elif dataclasses.is_dataclass(default) and isinstance(value, dict):
+            kwargs[name] = _from_dict(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,145 @@
+"""Predictor output -> per-frame results at the frame's full resolution, for each task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from models.config import PredictorConfig
+from models.predictor import LayerPrediction
+from models.prompts import TaskPrompt
+
+
+@dataclass
+class FrameResult:
+    """Full-resolution binary masks (N, H, W) with a score, a label and a track id per object."""
+
+    task: str
+    masks: torch.Tensor
+    scores: torch.Tensor
+    labels: list[str | None]
+    track_ids: list[int | None]
+    query_indices: torch.Tensor  # which predictor query each object came from
+    semantic: torch.Tensor | None = None  # (H, W) class index per pixel, -1 = none (semantic mode)
+    entities: tuple[str, ...] = field(default_factory=tuple)  # names the LLM recognised (generic tasks)
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+
+def _upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) mask logits -> (N, H, W) logits."""
+    if logits.shape[0] == 0:
+        return logits.new_zeros(0, *size)
+    return nn.functional.interpolate(logits.unsqueeze(0).float(), size=size, mode="bilinear",
+                                     align_corners=False)[0]
+
+
+def mask_quality(mask_logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Mean foreground probability inside each binarised mask (Q, h, w) -> (Q,); 0 for empty masks."""
+    probs = mask_logits.sigmoid()
+    binary = (probs > threshold).float()
+    return (probs * binary).flatten(1).sum(-1) / binary.flatten(1).sum(-1).clamp(min=1.0)
+
+
+def _result(task: str, logits: torch.Tensor, chosen: torch.Tensor, scores: torch.Tensor, labels: list[str | None],
+            size: tuple[int, int], threshold: float) -> FrameResult:
+    masks = _upsample(logits[chosen], size).sigmoid() > threshold
+    return FrameResult(task=task, masks=masks, scores=scores, labels=labels, track_ids=[None] * len(labels),
+                       query_indices=chosen)
+
+
+def referring(pred: LayerPrediction, b: int, cfg: PredictorConfig, size: tuple[int, int], task: str) -> FrameResult:
+    """Top-1 query by sigmoid(referring logit) x mask quality."""
+    logits = pred.masks[b]
+    score = pred.refer[b, :, 0].sigmoid() * mask_quality(logits, cfg.mask_threshold)
+    best = score.argmax().view(1)
+    return _result(task, logits, best, score[best], [None], size, cfg.mask_threshold)
+
+
+def visual(pred: LayerPrediction, b: int, num_regions: int, cfg: PredictorConfig,
+           size: tuple[int, int]) -> FrameResult:
+    """One mask per region: the query that scores highest for it."""
+    logits = pred.masks[b]
+    probs = pred.regions[b].softmax(-1)[:, :num_regions] * mask_quality(logits, cfg.mask_threshold)[:, None]
+    best = probs.argmax(dim=0)
+    scores = probs[best, torch.arange(num_regions)]
+    return _result("visual", logits, best, scores, [f"region {r}" for r in range(num_regions)], size,
+                   cfg.mask_threshold)
+
+
+def instances(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: PredictorConfig,
+              size: tuple[int, int], task: str) -> FrameResult:
+    """Top-k (query, class) pairs by class probability x mask quality, above the object threshold."""
+    logits = pred.masks[b]
+    probs = pred.classes[b].softmax(-1)[:, : len(classes)]
+    scores = probs * mask_quality(logits, cfg.mask_threshold)[:, None]
+    top = scores.flatten().topk(min(cfg.max_instances, scores.numel()))
+    keep = top.values > cfg.object_score_threshold
+    flat = top.indices[keep]
+    queries, labels = flat // len(classes), flat % len(classes)
+    return _result(task, logits, queries, top.values[keep], [classes[i] for i in labels.tolist()], size,
+                   cfg.mask_threshold)
+
+
+def panoptic(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: PredictorConfig,
+             size: tuple[int, int]) -> FrameResult:
+    """Mask2Former panoptic inference: confident queries compete per pixel; a query keeps a segment only if
+    enough of its own mask survives (overlap threshold)."""
+    logits = pred.masks[b]
+    scores, labels = pred.classes[b].softmax(-1).max(-1)
+    keep = (labels < len(classes)) & (scores > cfg.object_score_threshold)
+    kept = keep.nonzero().flatten()
+    probs = _upsample(logits[kept], size).sigmoid()
+    owner = (scores[kept, None, None] * probs).argmax(0) if kept.numel() else None
+    chosen, masks, seg_scores, names = [], [], [], []
+    for i, query in enumerate(kept.tolist()):
+        own = probs[i] > cfg.mask_threshold
+        segment = (owner == i) & own
+        if own.sum() == 0 or segment.sum() / own.sum() < cfg.overlap_threshold:
+            continue
+        chosen.append(query)
+        masks.append(segment)
+        seg_scores.append(scores[query])
+        names.append(classes[int(labels[query])])
+    return FrameResult(
+        task="generic", masks=torch.stack(masks) if masks else torch.zeros(0, *size, dtype=torch.bool),
+        scores=torch.stack(seg_scores) if seg_scores else torch.zeros(0), labels=names,
+        track_ids=[None] * len(names), query_indices=torch.tensor(chosen, dtype=torch.long),
+    )
+
+
+def semantic(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: PredictorConfig,
+             size: tuple[int, int]) -> FrameResult:
+    """Per-pixel class: sum over queries of class probability x mask probability; background where no class
+    reaches the mask threshold."""
+    class_probs = pred.classes[b].softmax(-1)[:, : len(classes)]
+    mask_probs = _upsample(pred.masks[b], size).sigmoid()
+    per_class = torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+    best, index = per_class.max(0)
+    index = torch.where(best > cfg.mask_threshold, index, torch.full_like(index, -1))
+    present = [c for c in range(len(classes)) if bool((index == c).any())]
+    masks = torch.stack([index == c for c in present]) if present else torch.zeros(0, *size, dtype=torch.bool)
+    scores = torch.stack([per_class[c][index == c].mean() for c in present]) if present else torch.zeros(0)
+    return FrameResult(task="generic", masks=masks, scores=scores, labels=[classes[c] for c in present],
+                       track_ids=[None] * len(present), query_indices=torch.zeros(0, dtype=torch.long),
+                       semantic=index)
+
+
+def postprocess(pred: LayerPrediction, b: int, prompt: TaskPrompt, cfg: PredictorConfig,
+                size: tuple[int, int]) -> FrameResult:
+    """Dispatch on the task (and the generic mode)."""
+    with torch.no_grad():
+        if prompt.task in ("referring", "reasoning"):
+            return referring(pred, b, cfg, size, prompt.task)
+        if prompt.task == "visual":
+            return visual(pred, b, len(prompt.regions), cfg, size)
+        if prompt.task == "vis":
+            return instances(pred, b, prompt.classes, cfg, size, "vis")
+        if prompt.generic_mode == "semantic":
+            return semantic(pred, b, prompt.classes, cfg, size)
+        if prompt.generic_mode == "instance":
+            return instances(pred, b, prompt.classes, cfg, size, "generic")
+        return panoptic(pred, b, prompt.classes, cfg, size)

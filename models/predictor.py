@@ -1,0 +1,138 @@
+"""Segmentation predictor: transformers' Mask2Former masked-attention decoder with the LLM's mask tokens as queries.
+
+The query content is E_Q (the LLM outputs at the <seg> positions, projected to the decoder width); the query
+positions are learned. Heads on every decoder layer's queries (deep supervision):
+  masks       the decoder's own mask embedding MLP dotted with the pixel decoder's mask features
+  refer       referring score of each query against the referring prompt embedding E_P
+  classes     scores against each class-name embedding plus a background entry (open vocabulary)
+  regions     scores against each visual-prompt region embedding plus a background entry
+  instance    instance embeddings for video association
+  boxes       normalised (cx, cy, w, h)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Mask2FormerConfig
+from transformers.models.mask2former.modeling_mask2former import (
+    Mask2FormerMaskedAttentionDecoder,
+    Mask2FormerMLPPredictionHead,
+    Mask2FormerSinePositionEmbedding,
+)
+
+from models.config import PredictorConfig
+from models.mask2former_init import init_mask2former_parts
+from models.pyramid_encoder import PixelFeatures
+
+NUM_LEVELS = 3
+
+
+@dataclass
+class LayerPrediction:
+    masks: torch.Tensor  # (B, Q, H/4, W/4) logits
+    refer: torch.Tensor  # (B, Q, P) logits
+    classes: torch.Tensor  # (B, Q, P + 1) logits, last = background; padded prompts at -inf
+    regions: torch.Tensor  # (B, Q, P + 1) logits, same layout
+
+
+@dataclass
+class PredictorOutput:
+    layers: list[LayerPrediction]  # every decoder layer, the last one is the prediction
+    instance: torch.Tensor  # (B, Q, E)
+    boxes: torch.Tensor  # (B, Q, 4)
+
+    @property
+    def final(self) -> LayerPrediction:
+        return self.layers[-1]
+
+
+class PromptScoreHead(nn.Module):
+    """Query-vs-prompt logits (scaled dot products) with an optional background logit per query."""
+
+    def __init__(self, dim: int, background: bool) -> None:
+        super().__init__()
+        self.query_proj = nn.Linear(dim, dim)
+        self.scale = dim**-0.5
+        self.background = nn.Linear(dim, 1) if background else None
+
+    def forward(self, queries: torch.Tensor, prompts: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        logits = torch.einsum("bqd,bpd->bqp", self.query_proj(queries), prompts) * self.scale
+        logits = logits.masked_fill(~valid.unsqueeze(1), float("-inf"))
+        if self.background is None:
+            return logits
+        return torch.cat([logits, self.background(queries)], dim=-1)
+
+
+def decoder_config(cfg: PredictorConfig, mask_feature_size: int) -> Mask2FormerConfig:
+    return Mask2FormerConfig(
+        hidden_dim=cfg.hidden_dim,
+        mask_feature_size=mask_feature_size,
+        num_attention_heads=cfg.num_heads,
+        dim_feedforward=cfg.dim_feedforward,
+        decoder_layers=cfg.num_layers + 1,  # transformers counts the initial mask prediction as a layer
+        num_queries=cfg.num_queries,
+        dropout=0.0,
+        pre_norm=False,
+    )
+
+
+class SegmentationPredictor(nn.Module):
+    def __init__(self, cfg: PredictorConfig, feature_size: int, mask_feature_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        m2f = decoder_config(cfg, mask_feature_size)
+        self.position_embedder = Mask2FormerSinePositionEmbedding(num_position_features=cfg.hidden_dim // 2,
+                                                                  normalize=True)
+        self.input_projections = nn.ModuleList(
+            [nn.Conv2d(feature_size, cfg.hidden_dim, kernel_size=1) if feature_size != cfg.hidden_dim
+             else nn.Identity() for _ in range(NUM_LEVELS)]
+        )
+        self.level_embed = nn.Embedding(NUM_LEVELS, cfg.hidden_dim)
+        self.query_position = nn.Embedding(cfg.num_queries, cfg.hidden_dim)
+        self.decoder = Mask2FormerMaskedAttentionDecoder(m2f)
+        init_mask2former_parts(self.decoder, m2f)
+        self.refer_head = PromptScoreHead(cfg.hidden_dim, background=False)
+        self.class_head = PromptScoreHead(cfg.hidden_dim, background=True)
+        self.region_head = PromptScoreHead(cfg.hidden_dim, background=True)
+        self.instance_head = Mask2FormerMLPPredictionHead(cfg.hidden_dim, cfg.hidden_dim, cfg.instance_embed_dim)
+        self.box_head = Mask2FormerMLPPredictionHead(cfg.hidden_dim, cfg.hidden_dim, 4)
+
+    def _memory(self, pixel: PixelFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Size]]:
+        """Flatten the three scales into (HW, B, C) keys with sine positions and level embeddings."""
+        features, positions, sizes = [], [], []
+        for level, feature in enumerate(pixel.multi_scale[:NUM_LEVELS]):
+            sizes.append(feature.shape[-2:])
+            pos = self.position_embedder(feature.shape, feature.device, feature.dtype, None).flatten(2)
+            positions.append(pos.permute(2, 0, 1))
+            projected = self.input_projections[level](feature).flatten(2) + self.level_embed.weight[level][None, :, None]
+            features.append(projected.permute(2, 0, 1))
+        return features, positions, sizes
+
+    def forward(self, pixel: PixelFeatures, queries: torch.Tensor, prompts: torch.Tensor,
+                prompt_valid: torch.Tensor) -> PredictorOutput:
+        """queries E_Q (B, Q, D); prompts E_P (B, P, D) with validity (B, P)."""
+        features, positions, sizes = self._memory(pixel)
+        batch = queries.shape[0]
+        out = self.decoder(
+            inputs_embeds=queries.transpose(0, 1),
+            multi_stage_positional_embeddings=positions,
+            pixel_embeddings=pixel.mask_features,
+            encoder_hidden_states=features,
+            query_position_embeddings=self.query_position.weight.unsqueeze(1).expand(-1, batch, -1),
+            feature_size_list=sizes,
+            return_dict=True,
+        )
+        layers = []
+        for hidden, masks in zip(out.intermediate_hidden_states, out.masks_queries_logits):
+            decoded = hidden.transpose(0, 1)
+            layers.append(LayerPrediction(
+                masks=masks,
+                refer=self.refer_head(decoded, prompts, prompt_valid),
+                classes=self.class_head(decoded, prompts, prompt_valid),
+                regions=self.region_head(decoded, prompts, prompt_valid),
+            ))
+        last = out.intermediate_hidden_states[-1].transpose(0, 1)
+        return PredictorOutput(layers=layers, instance=self.instance_head(last), boxes=self.box_head(last).sigmoid())

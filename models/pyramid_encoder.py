@@ -1,0 +1,65 @@
+"""Pyramid encoder F_seg: a transformers Swin backbone (res2..res5) and Mask2Former's deformable pixel decoder.
+
+The two halves are separate calls because the streaming pipeline may place them on different actors: the backbone
+features feed both the perceiver (res3..res5) and the pixel decoder, whose output feeds the predictor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Mask2FormerConfig, SwinBackbone, SwinConfig
+from transformers.models.mask2former.modeling_mask2former import Mask2FormerPixelDecoder
+
+from models.config import PyramidEncoderConfig
+
+SCALES = ("res2", "res3", "res4", "res5")
+
+
+@dataclass
+class PixelFeatures:
+    """Pixel decoder output: per-pixel mask features at 1/4 and three 1/32, 1/16, 1/8 maps for the decoder."""
+
+    mask_features: torch.Tensor  # (B, mask_feature_size, H/4, W/4)
+    multi_scale: tuple[torch.Tensor, ...]  # low to high resolution, each (B, feature_size, h, w)
+
+
+def pixel_decoder_config(cfg: PyramidEncoderConfig) -> Mask2FormerConfig:
+    return Mask2FormerConfig(
+        feature_size=cfg.feature_size,
+        mask_feature_size=cfg.mask_feature_size,
+        encoder_layers=cfg.encoder_layers,
+        encoder_feedforward_dim=cfg.encoder_feedforward_dim,
+        num_attention_heads=cfg.num_heads_pixel_decoder,
+        common_stride=4,
+        feature_strides=(4, 8, 16, 32),
+    )
+
+
+class PyramidEncoder(nn.Module):
+    def __init__(self, cfg: PyramidEncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = SwinBackbone(
+            SwinConfig(
+                image_size=cfg.image_size,
+                patch_size=cfg.patch_size,
+                embed_dim=cfg.embed_dim,
+                depths=list(cfg.depths),
+                num_heads=list(cfg.num_heads),
+                window_size=cfg.window_size,
+                out_features=[f"stage{i + 1}" for i in range(len(cfg.depths))],
+            )
+        )
+        self.pixel_decoder = Mask2FormerPixelDecoder(pixel_decoder_config(cfg), feature_channels=list(cfg.channels))
+
+    def backbone_features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images (B,3,S,S), normalised -> {res2: 1/4, res3: 1/8, res4: 1/16, res5: 1/32}."""
+        maps = self.backbone(pixels).feature_maps
+        return dict(zip(SCALES, maps))
+
+    def decode_pixels(self, features: dict[str, torch.Tensor]) -> PixelFeatures:
+        out = self.pixel_decoder([features[name] for name in SCALES])
+        return PixelFeatures(mask_features=out.mask_features, multi_scale=tuple(out.multi_scale_features))
