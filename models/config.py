@@ -129,6 +129,8 @@ class TrackerConfig:
     """Instance-embedding tracker for VIS."""
 
     match_threshold: float = 0.3  # bi-softmax similarity needed to continue a track
+    min_cosine: float = 0.5  # and cosine similarity: bi-softmax alone is 1 for a lone detection and track
+    temperature: float = 0.1  # of the softmaxes over cosine similarities
     birth_score: float = 0.5  # detection score needed to start a track
     max_age: int = 5  # frames a track survives unmatched
     momentum: float = 0.8  # EMA of a track's embedding
@@ -165,6 +167,8 @@ class HyperSegConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     visual_prompt: VisualPromptConfig = field(default_factory=VisualPromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # Module prefixes kept frozen in training (the paper freezes both vision encoders; peft freezes the base LLM).
+    frozen: tuple[str, ...] = ("vision.tower", "pyramid.backbone")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -89,6 +89,16 @@ class HyperSeg(nn.Module):
             tokenizer,
             LayoutSizes(cfg.vision.num_tokens, cfg.perceiver.num_latents, cfg.predictor.num_queries),
         )
+        self.apply_frozen()
+
+    def apply_frozen(self) -> None:
+        """Freeze the configured prefixes; everything else keeps peft's choice (LoRA only, in the LLM)."""
+        for name, param in self.named_parameters():
+            if name.startswith(self.cfg.frozen):
+                param.requires_grad_(False)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     @property
     def device(self) -> torch.device:

@@ -14,6 +14,7 @@ from transformers import Mask2FormerConfig, SwinBackbone, SwinConfig
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerPixelDecoder
 
 from models.config import PyramidEncoderConfig
+from models.mask2former_init import init_mask2former_parts
 
 SCALES = ("res2", "res3", "res4", "res5")
 
@@ -53,7 +54,14 @@ class PyramidEncoder(nn.Module):
                 out_features=[f"stage{i + 1}" for i in range(len(cfg.depths))],
             )
         )
-        self.pixel_decoder = Mask2FormerPixelDecoder(pixel_decoder_config(cfg), feature_channels=list(cfg.channels))
+        decoder_cfg = pixel_decoder_config(cfg)
+        decoder = Mask2FormerPixelDecoder(decoder_cfg, feature_channels=list(cfg.channels))
+        # transformers allocates the level embedding with the legacy constructor, which ignores the default device
+        # (so a meta build would allocate it) and leaves it uninitialised; re-create it beside the other weights.
+        decoder.level_embed = nn.Parameter(torch.empty_like(decoder.level_embed,
+                                                            device=decoder.mask_projection.weight.device))
+        init_mask2former_parts(decoder, decoder_cfg)
+        self.pixel_decoder = decoder
 
     def backbone_features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Images (B,3,S,S), normalised -> {res2: 1/4, res3: 1/8, res4: 1/16, res5: 1/32}."""

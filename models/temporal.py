@@ -68,7 +68,7 @@ class StreamState:
 
     def push_prompts(self, prompts: torch.Tensor, window: int) -> torch.Tensor:
         """Append this frame's E_P (P, D) to the ring (keeping the last `window`) and return the pooled E_P."""
-        frame = prompts.detach().unsqueeze(0)
+        frame = prompts.detach().clone().unsqueeze(0)
         if self.prompt_history is None or self.prompt_history.shape[1:] != prompts.shape:
             self.prompt_history = frame
         else:
@@ -95,9 +95,9 @@ class StreamState:
         for name in ("latents", "prompt_history", "region_features", "queries", "prompts"):
             value = getattr(self, name)
             if value is not None:
-                tensors[name] = value.detach().contiguous().cpu()
+                tensors[name] = value.detach().cpu().clone().contiguous()
         for name in ("embeddings", "ids", "labels", "misses"):
-            tensors[f"tracker.{name}"] = getattr(self.tracker, name).detach().contiguous().cpu()
+            tensors[f"tracker.{name}"] = getattr(self.tracker, name).detach().cpu().clone().contiguous()
         tensors[_META_KEY] = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
         return st_save(tensors)
 

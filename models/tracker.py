@@ -9,9 +9,8 @@ from models.config import TrackerConfig
 from models.temporal import TrackerState
 
 
-def bi_softmax(detections: torch.Tensor, tracks: torch.Tensor) -> torch.Tensor:
-    """(M, E) x (K, E) -> (M, K) similarity: mean of the row-wise and column-wise softmax of dot products."""
-    logits = detections @ tracks.T
+def bi_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """(M, K) detection-track logits -> mean of the row-wise and column-wise softmax."""
     return 0.5 * (logits.softmax(dim=1) + logits.softmax(dim=0))
 
 
@@ -29,10 +28,11 @@ def associate(
     memory = state.embeddings.clone() if state.embeddings.numel() else embeddings.new_zeros(0, embeddings.shape[1])
     matched_tracks: set[int] = set()
     if memory.shape[0] and embeddings.shape[0]:
-        similarity = bi_softmax(embeddings, memory)
+        cosine = embeddings @ memory.T
+        similarity = bi_softmax(cosine / cfg.temperature)
         rows, cols = linear_sum_assignment((-similarity).numpy())
         for det, trk in zip(rows.tolist(), cols.tolist()):
-            if similarity[det, trk] >= cfg.match_threshold:
+            if similarity[det, trk] >= cfg.match_threshold and cosine[det, trk] >= cfg.min_cosine:
                 ids[det] = state.ids[trk]
                 matched_tracks.add(trk)
                 memory[trk] = torch.nn.functional.normalize(

@@ -54,6 +54,6 @@ def sample_region_feature(grid: torch.Tensor, mask: torch.Tensor, num_points: in
     height, width = mask.shape
     xy = torch.stack([(picked[:, 1] + 0.5) / width, (picked[:, 0] + 0.5) / height], dim=-1) * 2 - 1
     samples = nn.functional.grid_sample(
-        grid.unsqueeze(0), xy.to(grid).view(1, 1, -1, 2), mode="bilinear", align_corners=False
+        grid.unsqueeze(0), xy.to(grid).view(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False
     )  # (1, D, 1, n)
     return samples[0, :, 0].mean(dim=-1)

@@ -1,0 +1,131 @@
+"""Training objective (Eq. 3-4): L = L_text + L_mask + L_cls (+ L_ins for video).
+
+Matching and the point-sampled mask losses are transformers' Mask2Former Hungarian matcher and loss; what
+HyperSeg adds on top is written here: classification against a per-sample (open) prompt list with a no-object
+weight, the referring-score BCE, the answer-text CE and the contrastive instance association between frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Mask2FormerConfig
+from transformers.models.mask2former.modeling_mask2former import Mask2FormerHungarianMatcher, Mask2FormerLoss
+
+from models.config import LossConfig, PredictorConfig
+from models.predictor import LayerPrediction, PredictorOutput
+from models.sequence import IGNORE_INDEX
+
+
+@dataclass
+class FrameTarget:
+    """Ground truth of one frame: object masks (K, H, W) and, per object, the index of its prompt
+    (class index for generic tasks, region index for visual prompts, 0 for the referred object)."""
+
+    masks: torch.Tensor
+    prompt_index: torch.Tensor  # (K,) long
+
+
+Matching = list[tuple[torch.Tensor, torch.Tensor]]  # per sample: (query indices, target indices)
+
+
+def _match_logits(layer: LayerPrediction, b: int, task: str) -> torch.Tensor:
+    """Logits whose softmax scores each query against each prompt, background last."""
+    if task in ("referring", "reasoning"):
+        refer = layer.refer[b, :, :1]
+        return torch.cat([refer, torch.zeros_like(refer)], dim=-1)  # softmax([x, 0])[0] = sigmoid(x)
+    return layer.regions[b] if task == "visual" else layer.classes[b]
+
+
+class HyperSegLoss(nn.Module):
+    def __init__(self, loss: LossConfig, predictor: PredictorConfig) -> None:
+        super().__init__()
+        self.cfg = loss
+        m2f = Mask2FormerConfig(
+            num_labels=1, class_weight=loss.class_weight, mask_weight=loss.mask_weight, dice_weight=loss.dice_weight,
+            train_num_points=predictor.train_num_points, oversample_ratio=predictor.oversample_ratio,
+            importance_sample_ratio=predictor.importance_sample_ratio, no_object_weight=loss.no_object_weight,
+        )
+        self.mask2former = Mask2FormerLoss(m2f, weight_dict={})
+        self.matcher = Mask2FormerHungarianMatcher(
+            cost_class=loss.class_weight, cost_mask=loss.mask_weight, cost_dice=loss.dice_weight,
+            num_points=predictor.train_num_points,
+        )
+
+    def match(self, layer: LayerPrediction, targets: list[FrameTarget], tasks: list[str]) -> Matching:
+        matches = []
+        for b, (target, task) in enumerate(zip(targets, tasks)):
+            logits = _match_logits(layer, b, task).float()
+            labels = target.prompt_index.to(logits.device)
+            matches.extend(self.matcher(layer.masks[b : b + 1].float(), logits[None],
+                                        [target.masks.to(logits)], [labels]))
+        return matches
+
+    def layer_losses(self, layer: LayerPrediction, targets: list[FrameTarget], tasks: list[str],
+                     matches: Matching) -> dict[str, torch.Tensor]:
+        device = layer.masks.device
+        num_masks = max(sum(int(t.masks.shape[0]) for t in targets), 1)
+        mask_terms = self.mask2former.loss_masks(
+            layer.masks.float(), [t.masks.to(device=device, dtype=torch.float32) for t in targets], matches, num_masks
+        )
+        cls_terms, refer_terms = [], []
+        for b, (target, task, (queries, objects)) in enumerate(zip(targets, tasks, matches)):
+            if task in ("referring", "reasoning"):
+                wanted = torch.zeros_like(layer.refer[b, :, 0])
+                wanted[queries.to(device)] = 1.0
+                refer_terms.append(nn.functional.binary_cross_entropy_with_logits(layer.refer[b, :, 0], wanted))
+                continue
+            logits = (layer.regions if task == "visual" else layer.classes)[b]
+            background = logits.shape[-1] - 1
+            wanted = torch.full((logits.shape[0],), background, dtype=torch.long, device=device)
+            wanted[queries.to(device)] = target.prompt_index.to(device)[objects.to(device)]
+            weight = torch.ones(logits.shape[-1], device=device)
+            weight[background] = self.cfg.no_object_weight
+            cls_terms.append(nn.functional.cross_entropy(logits.float(), wanted, weight=weight))
+        zero = layer.masks.new_zeros(())
+        return {
+            "mask": mask_terms["loss_mask"] * self.cfg.mask_weight,
+            "dice": mask_terms["loss_dice"] * self.cfg.dice_weight,
+            "class": torch.stack(cls_terms).mean() * self.cfg.class_weight if cls_terms else zero,
+            "refer": torch.stack(refer_terms).mean() * self.cfg.refer_weight if refer_terms else zero,
+        }
+
+    def forward(self, output: PredictorOutput, targets: list[FrameTarget],
+                tasks: list[str]) -> tuple[dict[str, torch.Tensor], Matching]:
+        """Deep supervision: every decoder layer is matched and supervised; returns the summed parts and the
+        final layer's matching (for the instance association loss)."""
+        totals: dict[str, torch.Tensor] = {}
+        final_matches: Matching = []
+        for layer in output.layers:
+            final_matches = self.match(layer, targets, tasks)
+            for name, value in self.layer_losses(layer, targets, tasks, final_matches).items():
+                totals[name] = totals.get(name, 0.0) + value
+        return totals, final_matches
+
+
+def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Autoregressive CE on the answer text (next-token prediction; non-answer positions ignored)."""
+    return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                       ignore_index=IGNORE_INDEX)
+
+
+def instance_association_loss(key: torch.Tensor, reference: torch.Tensor, key_match: tuple[torch.Tensor, torch.Tensor],
+                              reference_match: tuple[torch.Tensor, torch.Tensor], temperature: float) -> torch.Tensor:
+    """Contrastive association between a key and a reference frame of one clip.
+
+    key, reference: instance embeddings (Q, E). Each object matched in both frames pulls its key-frame query towards
+    its reference-frame query and away from every other reference query (InfoNCE)."""
+    ref_query_of = dict(zip(reference_match[1].tolist(), reference_match[0].tolist()))
+    anchors, positives = [], []
+    for query, obj in zip(key_match[0].tolist(), key_match[1].tolist()):
+        if obj in ref_query_of:
+            anchors.append(query)
+            positives.append(ref_query_of[obj])
+    if not anchors:
+        return key.new_zeros(())
+    a = nn.functional.normalize(key[anchors], dim=-1)
+    r = nn.functional.normalize(reference, dim=-1)
+    logits = a @ r.T / temperature
+    return nn.functional.cross_entropy(logits, torch.tensor(positives, device=key.device))

@@ -1,0 +1,35 @@
+"""The `hyperseg-stream` command: one subcommand per job, each implemented in its own module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> module whose `main(argv) -> int` runs it (imported lazily: Ray and torch load slowly)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "model-info": ("pipeline.model_info", "parameter counts of a preset"),
+    "demo": ("pipeline.demo", "run the model on a sample clip and write an overlay video"),
+    "ingest": ("pipeline.ingest", "read cameras/files/RTSP and publish frames to Kafka"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: hyperseg-stream SUBCOMMAND [options]", "", "subcommands:"]
+    lines += [f"  {name:12s} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if args[0] not in SUBCOMMANDS:
+        print(f"hyperseg-stream: unknown subcommand {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[args[0]][0])
+    return int(module.main(args[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Presets: the 3B layout builds on meta without allocating, with the released parameter count."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from models.build import build_hyperseg, build_hyperseg_3b
+from models.config import HyperSegConfig
+from models.presets import PRESETS, preset_config
+
+
+def test_3b_builds_on_meta_with_the_released_size():
+    model = build_hyperseg_3b()
+    params = list(model.parameters())
+    assert all(p.is_meta for p in params)
+    total = sum(p.numel() for p in params)
+    assert 3.2e9 <= total <= 3.6e9
+    cfg = model.cfg
+    assert cfg.vision.num_tokens == 729 and cfg.language.hidden_size == 2560
+    assert cfg.perceiver.num_latents == 128 and cfg.perceiver.latent_dim == 512
+    assert (cfg.predictor.num_layers, cfg.predictor.num_queries, cfg.predictor.hidden_dim) == (9, 100, 256)
+    assert len(model.predictor.decoder.layers) == 9
+
+
+def test_tiny_is_a_few_million_parameters():
+    total = sum(p.numel() for p in build_hyperseg("tiny", "meta").parameters())
+    assert 1e6 <= total <= 1e7
+
+
+def test_presets_round_trip_through_json():
+    for name in PRESETS:
+        cfg = preset_config(name)
+        assert HyperSegConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_model_info_cli_prints_counts():
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "model-info", "--preset", "hyperseg-3b", "--json"],
+                         capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    assert 3.2e9 <= info["parameters"] <= 3.6e9
+    assert 0 < info["trainable"] < info["parameters"]
+    assert sum(info["modules"].values()) == info["parameters"]

@@ -1,0 +1,80 @@
+"""Per-stream state: bytes round trip, prompt aggregation, and the effect of carried state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.build import build_tiny
+from models.prompts import TaskPrompt
+from models.temporal import StreamState, TemporalAdapter, TrackerState
+from models.video_predictor import HyperSegVideoPredictor
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return HyperSegVideoPredictor(build_tiny())
+
+
+def _frame(seed: int) -> torch.Tensor:
+    return torch.randint(0, 256, (96, 128, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_state_round_trips_through_bytes_bit_exactly(predictor):
+    prompt = TaskPrompt("vis", classes=("circle", "square"))
+    _, state = predictor.step(_frame(1), prompt)
+    state.tracker = TrackerState(embeddings=torch.randn(3, 8), ids=torch.tensor([1, 2, 5]),
+                                 labels=torch.tensor([0, 1, 0]), misses=torch.tensor([0, 2, 1]), next_id=6)
+    restored = StreamState.from_bytes(state.to_bytes())
+    for name in ("latents", "prompt_history", "queries", "prompts"):
+        original, copy = getattr(state, name), getattr(restored, name)
+        assert copy.dtype == original.dtype and torch.equal(copy, original), name
+    for name in ("embeddings", "ids", "labels", "misses"):
+        assert torch.equal(getattr(restored.tracker, name), getattr(state.tracker, name))
+    assert (restored.prompt_key, restored.frame_index, restored.tracker.next_id, restored.entities) == (
+        state.prompt_key, state.frame_index, 6, state.entities)
+    assert restored.to_bytes() == state.to_bytes()
+
+
+def test_state_bytes_are_not_pickle_and_bad_bytes_are_refused():
+    data = StreamState(prompt_key="abc").to_bytes()
+    assert not data.startswith(b"\x80")  # pickle protocol marker
+    with pytest.raises(ValueError, match="not a serialised StreamState"):
+        StreamState.from_bytes(b"garbage")
+
+
+def test_carried_state_changes_the_next_frame(predictor):
+    prompt = TaskPrompt("referring", text="the small green triangle")
+    _, state = predictor.step(_frame(1), prompt)
+    assert state.latents is not None
+    _, carried_state = predictor.step(_frame(2), prompt, state)
+    _, fresh_state = predictor.step(_frame(2), prompt, None)
+    assert not torch.allclose(carried_state.queries, fresh_state.queries)
+    assert not torch.allclose(carried_state.latents, fresh_state.latents)
+
+
+def test_prompt_change_resets_state(predictor):
+    _, state = predictor.step(_frame(1), TaskPrompt("referring", text="the red circle"))
+    _, after = predictor.step(_frame(2), TaskPrompt("referring", text="the blue square"), state)
+    assert after.frame_index == 1 and after.prompt_history.shape[0] == 1
+
+
+def test_aggregated_prompt_is_the_mean_over_the_window():
+    window = 3
+    state = StreamState()
+    frames = [torch.randn(2, 4) for _ in range(5)]
+    for p in frames:
+        pooled = state.push_prompts(p, window)
+    assert state.prompt_history.shape == (window, 2, 4)
+    expected = (frames[2] + frames[3] + frames[4]) / 3
+    assert torch.allclose(pooled, expected, atol=1e-6)
+    assert torch.allclose(TemporalAdapter.aggregate(torch.stack(frames)), torch.stack(frames).mean(0), atol=1e-6)
+
+
+def test_window_history_grows_until_full():
+    state = StreamState()
+    first = torch.randn(1, 4)
+    assert torch.equal(state.push_prompts(first, 4), first)
+    second = torch.randn(1, 4)
+    assert torch.allclose(state.push_prompts(second, 4), (first + second) / 2)
