@@ -5,17 +5,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> module whose `main(argv) -> int` runs it (imported lazily: Ray and torch load slowly)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "model-info": ("pipeline.model_info", "parameter counts of a preset"),
-    "demo": ("pipeline.demo", "run the model on a sample clip and write an overlay video"),
-    "ingest": ("pipeline.ingest", "read cameras/files/RTSP and publish frames to Kafka"),
+# subcommand -> (module, function(argv) -> exit code, help); imported lazily: Ray and torch load slowly
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "model-info": ("pipeline.model_info", "main", "parameter counts of a preset"),
+    "demo": ("pipeline.demo", "main", "run the model on a sample clip and write an overlay video"),
+    "ingest": ("pipeline.ingest", "ingest_main", "read cameras/files/RTSP and publish frames to Kafka"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: hyperseg-stream SUBCOMMAND [options]", "", "subcommands:"]
-    lines += [f"  {name:12s} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:12s} {help_text}" for name, (_, _, help_text) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] not in SUBCOMMANDS:
         print(f"hyperseg-stream: unknown subcommand {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[args[0]][0])
-    return int(module.main(args[1:]))
+    module_name, function, _ = SUBCOMMANDS[args[0]]
+    return int(getattr(importlib.import_module(module_name), function)(args[1:]))
 
 
 if __name__ == "__main__":
