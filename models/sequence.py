@@ -35,6 +35,16 @@ class SequenceLayout:
 
 
 @dataclass
+class Condition:
+    """What fills the task placeholders of one sample."""
+
+    text: str = ""
+    classes: tuple[str, ...] = ()
+    num_regions: int = 0
+    entities: tuple[str, ...] = ()
+
+
+@dataclass
 class LayoutSizes:
     image_tokens: int
     temporal_tokens: int
@@ -63,7 +73,7 @@ class SequenceBuilder:
         layout.labels.extend([IGNORE_INDEX] * count)
         return start, count
 
-    def _fill(self, layout: SequenceLayout, template: str, values: dict[str, object], is_answer: bool) -> None:
+    def _fill(self, layout: SequenceLayout, template: str, values: Condition, is_answer: bool) -> None:
         for piece in _PLACEHOLDER.split(template):
             if piece == "<image>":
                 layout.image = self._slots(layout, self.sizes.image_tokens)
@@ -73,17 +83,17 @@ class SequenceBuilder:
                 layout.seg = self._slots(layout, self.sizes.seg_tokens)
             elif piece == "<refer>":
                 start = len(layout.ids)
-                self._text(layout, str(values["text"]), is_answer)
+                self._text(layout, values.text, is_answer)
                 layout.ids.append(self.seg_id)
                 layout.labels.append(IGNORE_INDEX)
                 layout.prompt_spans.append((start, len(layout.ids)))
             elif piece == "<cls>":
-                self._names(layout, list(values["classes"]), is_answer, spans=True)  # type: ignore[arg-type]
+                self._names(layout, values.classes, is_answer, spans=True)
             elif piece == "<entities>":
-                self._names(layout, list(values["entities"]), is_answer, spans=False)  # type: ignore[arg-type]
+                self._names(layout, values.entities, is_answer, spans=False)
             elif piece == "<region>":
                 self._text(layout, "[", is_answer)
-                for i in range(int(values["num_regions"])):  # type: ignore[arg-type]
+                for i in range(values.num_regions):
                     if i:
                         self._text(layout, ", ", is_answer)
                     start, _ = self._slots(layout, 1)
@@ -93,7 +103,7 @@ class SequenceBuilder:
             else:
                 self._text(layout, piece, is_answer)
 
-    def _names(self, layout: SequenceLayout, names: list[str], is_answer: bool, spans: bool) -> None:
+    def _names(self, layout: SequenceLayout, names: tuple[str, ...], is_answer: bool, spans: bool) -> None:
         """`[a, b]` for a class list (each name a prompt span) or `a, b` for generated entities."""
         if spans:
             self._text(layout, "[", is_answer)
@@ -119,7 +129,7 @@ class SequenceBuilder:
         answer: bool = True,
     ) -> SequenceLayout:
         """The full sequence; with `answer=False` only the part before the generated entity names."""
-        values = {"text": text, "classes": classes, "num_regions": num_regions, "entities": entities or ()}
+        values = Condition(text=text, classes=classes, num_regions=num_regions, entities=entities or ())
         layout = SequenceLayout()
         self._fill(layout, chat.prompt(task.user), values, is_answer=False)
         answer_text = task.answer if answer else task.answer_before_entities()

@@ -62,10 +62,6 @@ class StreamState:
     tracker: TrackerState = field(default_factory=TrackerState)
     version: int = STATE_VERSION
 
-    def reset_for(self, prompt_key: str) -> "StreamState":
-        """A new prompt starts from scratch: the old prompt's state means nothing for it."""
-        return StreamState(prompt_key=prompt_key)
-
     def push_prompts(self, prompts: torch.Tensor, window: int) -> torch.Tensor:
         """Append this frame's E_P (P, D) to the ring (keeping the last `window`) and return the pooled E_P."""
         frame = prompts.detach().clone().unsqueeze(0)
