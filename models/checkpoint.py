@@ -144,3 +144,14 @@ def load_released(model: HyperSeg, directory: str | Path) -> LoadReport:
                 report.loaded += 1
     report.missing = sorted(canon for canon, full in by_canonical.items() if full not in filled)
     return report
+
+
+# The model the project trains on its synthetic world and ships in the repo (see its MODEL_CARD.md).
+SHIPPED_DIR = Path(__file__).parent / "weights" / "synthetic-tiny"
+
+
+def load_default_model(checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[HyperSeg, str]:
+    """(model in eval mode, model id): the given checkpoint directory, else the shipped synthetic-world model."""
+    directory = Path(checkpoint) if checkpoint else SHIPPED_DIR
+    model, _ = load_checkpoint(directory, device=str(device))
+    return model.eval(), directory.name
