@@ -3,6 +3,11 @@
 Like SAM 2's video predictor, this object owns the per-video logic; unlike it, the state is an explicit value
 (`StreamState`) handed in and out, so a stream can move between processes, and frames are processed causally one at
 a time: memory per stream stays constant however long the video.
+
+`step_batch` is three batched stages plus per-stream bookkeeping, and each piece is a method of its own so a serving
+layer can run the stages in separate processes (encode -> `vllm_batch` -> `predict_batch`) while the per-stream
+state transitions (`start_state`, `needs_vllm`, `apply_vllm`, `pool_prompts`, `finish_frame`) stay with the stream:
+the split and the fused paths then compute the same thing by construction.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.config import HyperSegConfig
 from models.hyperseg import HyperSeg, VLLMRequest
 from models.postprocess import FrameResult, postprocess
 from models.prompts import TaskPrompt
@@ -27,6 +33,72 @@ class FrameRequest:
     run_vllm: bool = True  # False: reuse the last key frame's E_Q / E_P (predictor only)
 
 
+@dataclass
+class VLLMCall:
+    """What one stream sends into a VLLM step: its prompt and the state it carries into this frame."""
+
+    prompt: TaskPrompt
+    latents: torch.Tensor | None = None  # (N, D) local space-time injection from the previous frame
+    region_features: torch.Tensor | None = None  # (R, H_llm); None for a visual prompt: pooled on this frame
+
+
+@dataclass
+class VLLMResult:
+    """One stream's VLLM output: everything the stream's state keeps from a key frame."""
+
+    queries: torch.Tensor  # (Q, D_pred) E_Q
+    prompts: torch.Tensor  # (P, D_pred) E_P, unpadded
+    latents: torch.Tensor | None  # (N, D_latent) starting latents for the next frame
+    entities: tuple[str, ...]
+    region_features: torch.Tensor | None  # (R, H_llm) visual prompts only
+
+
+def start_state(request: FrameRequest, device: torch.device | str) -> StreamState:
+    """The request's state on `device`, or a fresh one when there is none or it belongs to another prompt."""
+    key = request.prompt.key()
+    state = request.state
+    if state is None or state.prompt_key != key:
+        return StreamState(prompt_key=key)
+    return state.to(device)
+
+
+def needs_vllm(request: FrameRequest, state: StreamState) -> bool:
+    """Key frame: asked for, or nothing to reuse yet."""
+    return request.run_vllm or state.queries is None
+
+
+def vllm_call(prompt: TaskPrompt, state: StreamState, cfg: HyperSegConfig) -> VLLMCall:
+    return VLLMCall(prompt, state.latents if cfg.temporal.inject_latents else None, state.region_features)
+
+
+def apply_vllm(state: StreamState, result: VLLMResult) -> None:
+    state.queries = result.queries
+    state.prompts = result.prompts
+    state.latents = result.latents
+    state.entities = result.entities
+    if result.region_features is not None:
+        state.region_features = result.region_features
+
+
+def pool_prompts(state: StreamState, cfg: HyperSegConfig) -> torch.Tensor:
+    """This frame's E_P: pushed onto the ring and pooled over the window (global prompt aggregation)."""
+    if cfg.temporal.aggregate_prompts:
+        return state.push_prompts(state.prompts, cfg.temporal.window)
+    return state.prompts
+
+
+def finish_frame(cfg: HyperSegConfig, result: FrameResult, instance: torch.Tensor, prompt: TaskPrompt,
+                 state: StreamState) -> None:
+    """Per-stream work after the predictor: track ids (VIS) from the chosen queries' instance embeddings
+    `instance` (N, E), entity names, frame count."""
+    result.entities = state.entities
+    if prompt.task == "vis":
+        labels = torch.tensor([prompt.classes.index(name) for name in result.labels], dtype=torch.long)
+        ids, state.tracker = associate(cfg.tracker, state.tracker, instance, result.scores, labels)
+        result.track_ids = [int(i) if i >= 0 else None for i in ids.tolist()]
+    state.frame_index += 1
+
+
 class HyperSegVideoPredictor:
     def __init__(self, model: HyperSeg) -> None:
         self.model = model.eval()
@@ -38,58 +110,67 @@ class HyperSegVideoPredictor:
 
     @torch.no_grad()
     def step_batch(self, requests: list[FrameRequest]) -> list[tuple[FrameResult, StreamState]]:
-        model, temporal = self.model, self.cfg.temporal
-        frames = [torch.as_tensor(np.ascontiguousarray(r.frame)) if isinstance(r.frame, np.ndarray) else r.frame
-                  for r in requests]
-        states = [self._state_for(r) for r in requests]
-        encoded = model.encode(frames)
-        for b, (request, state) in enumerate(zip(requests, states)):
-            if request.prompt.task == "visual" and state.region_features is None:
-                state.region_features = model.region_features(encoded.image_tokens[b], request.prompt.regions)
+        frames = [as_frame_tensor(r.frame) for r in requests]
+        states = [start_state(r, self.model.device) for r in requests]
+        encoded = self.model.encode(frames)
 
-        key = [b for b, (r, s) in enumerate(zip(requests, states)) if r.run_vllm or s.queries is None]
+        key = [b for b, (r, s) in enumerate(zip(requests, states)) if needs_vllm(r, s)]
         if key:
-            vllm = model.vllm_step(
-                encoded.image_tokens[key], {k: v[key] for k, v in encoded.pyramid.items()},
-                [VLLMRequest(requests[b].prompt, states[b].latents if temporal.inject_latents else None,
-                             states[b].region_features) for b in key],
-            )
-            for i, b in enumerate(key):
-                count = int(vllm.prompt_valid[i].sum())
-                states[b].queries = vllm.queries[i]
-                states[b].prompts = vllm.prompts[i, :count]
-                states[b].latents = vllm.next_latents[i] if temporal.inject_latents else None
-                states[b].entities = vllm.entities[i]
+            results = self.vllm_batch(encoded.image_tokens[key], {k: v[key] for k, v in encoded.pyramid.items()},
+                                      [vllm_call(requests[b].prompt, states[b], self.cfg) for b in key])
+            for b, result in zip(key, results):
+                apply_vllm(states[b], result)
 
-        queries = torch.stack([s.queries for s in states])
-        pooled = [s.push_prompts(s.prompts, temporal.window) if temporal.aggregate_prompts else s.prompts
-                  for s in states]
-        prompts, valid = _pad(pooled)
-        prediction = model.predict(model.decode_pixels(encoded.pyramid), queries, prompts, valid)
-
+        pooled = [pool_prompts(s, self.cfg) for s in states]
+        sizes = [(int(f.shape[0]), int(f.shape[1])) for f in frames]
+        predictions = self.predict_batch(encoded.pyramid, [s.queries for s in states], pooled,
+                                         [r.prompt for r in requests], sizes)
         outputs = []
-        for b, (request, state) in enumerate(zip(requests, states)):
-            size = (int(frames[b].shape[0]), int(frames[b].shape[1]))
-            result = postprocess(prediction.final, b, request.prompt, self.cfg.predictor, size)
-            result.entities = state.entities
-            if request.prompt.task == "vis":
-                self._track(result, prediction.instance[b], request.prompt, state)
-            state.frame_index += 1
+        for request, state, (result, instance) in zip(requests, states, predictions):
+            finish_frame(self.cfg, result, instance, request.prompt, state)
             outputs.append((result, state))
         return outputs
 
-    def _state_for(self, request: FrameRequest) -> StreamState:
-        key = request.prompt.key()
-        state = request.state
-        if state is None or state.prompt_key != key:
-            return StreamState(prompt_key=key)
-        return state.to(self.model.device)
+    @torch.no_grad()
+    def vllm_batch(self, image_tokens: torch.Tensor, pyramid: dict[str, torch.Tensor],
+                   calls: list[VLLMCall]) -> list[VLLMResult]:
+        """FVP + LLM for a batch of streams (B, ...) -> one VLLMResult per stream."""
+        model = self.model
+        regions = [model.region_features(image_tokens[b], c.prompt.regions)
+                   if c.prompt.task == "visual" and c.region_features is None else c.region_features
+                   for b, c in enumerate(calls)]
+        inject = self.cfg.temporal.inject_latents
+        out = model.vllm_step(image_tokens, pyramid,
+                              [VLLMRequest(c.prompt, c.latents if inject else None, r) for c, r in zip(calls, regions)])
+        results = []
+        for b, call in enumerate(calls):
+            count = int(out.prompt_valid[b].sum())
+            results.append(VLLMResult(
+                queries=out.queries[b], prompts=out.prompts[b, :count],
+                latents=out.next_latents[b] if inject else None, entities=out.entities[b],
+                region_features=regions[b] if call.region_features is None else None,
+            ))
+        return results
 
-    def _track(self, result: FrameResult, instance: torch.Tensor, prompt: TaskPrompt, state: StreamState) -> None:
-        labels = torch.tensor([prompt.classes.index(name) for name in result.labels], dtype=torch.long)
-        ids, state.tracker = associate(self.cfg.tracker, state.tracker, instance[result.query_indices],
-                                       result.scores, labels)
-        result.track_ids = [int(i) if i >= 0 else None for i in ids.tolist()]
+    @torch.no_grad()
+    def predict_batch(self, pyramid: dict[str, torch.Tensor], queries: list[torch.Tensor], prompts: list[torch.Tensor],
+                      task_prompts: list[TaskPrompt], sizes: list[tuple[int, int]]
+                      ) -> list[tuple[FrameResult, torch.Tensor]]:
+        """Pixel decoder + masked-attention decoder + postprocess for a batch of streams.
+
+        Returns each stream's full-resolution result and the instance embeddings (N, E) of its chosen queries."""
+        model = self.model
+        padded, valid = _pad(prompts)
+        prediction = model.predict(model.decode_pixels(pyramid), torch.stack(queries), padded, valid)
+        outputs = []
+        for b, (prompt, size) in enumerate(zip(task_prompts, sizes)):
+            result = postprocess(prediction.final, b, prompt, self.cfg.predictor, size)
+            outputs.append((result, prediction.instance[b][result.query_indices]))
+        return outputs
+
+
+def as_frame_tensor(frame: torch.Tensor | np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
 
 
 def _pad(prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
