@@ -26,7 +26,7 @@ JSON_CONTENT_TYPE = "application/json"
 #: Frame payload codec -> content type header value.
 FRAME_CONTENT_TYPES = {"jpeg": "image/jpeg", "h264": "video/h264", "hevc": "video/h265"}
 
-RecordKind = Literal["mask_record", "stream_status"]
+RecordKind = Literal["mask_record", "stream_status", "control_record"]
 Headers = list[tuple[str, bytes]]
 
 
