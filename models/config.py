@@ -90,6 +90,9 @@ class LanguageModelConfig:
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     template: str = "paper"  # key into models.templates.TEMPLATE_SETS
     max_entity_tokens: int = 24  # generation budget for hybrid entity recognition
+    # Train the base LLM beside its LoRA adapters: for small models trained from random init, where a frozen random
+    # base has nothing for LoRA to adapt.
+    train_base: bool = False
 
     @property
     def hidden_size(self) -> int:

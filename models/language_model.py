@@ -31,6 +31,9 @@ class LanguageModel(nn.Module):
                     bias="none",
                 ),
             )
+            if cfg.train_base:
+                for param in model.parameters():
+                    param.requires_grad_(True)
         self.model = model
 
     @property

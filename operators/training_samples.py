@@ -1,0 +1,122 @@
+"""Synthetic-world clips -> training samples (models.training.TrainingSample), tasks mixed by configured ratios.
+
+A step's batch is either images (one frame per sample) or short clips (`clip_frames` consecutive frames), chosen by
+`clip_batch_share`. Every sample comes from its own clip; which clip, prompt and frames is a pure function of
+(seed, step), so a run is reproducible and resumes without any sampler state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from models.losses import FrameTarget
+from models.prompts import TaskPrompt
+from models.training import TrainingSample
+from operators.synthetic import Clip, Prompt, WorldConfig, make_clip
+from operators.synthetic.splits import split_spec
+
+# Expressions only a sequence of frames can answer; image samples never use them.
+TEMPORAL_SUBKINDS = frozenset({"motion", "leaving", "fastest"})
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    """Relative share of each task kind among the samples (normalised when drawn)."""
+
+    referring: float = 0.35
+    reasoning: float = 0.2
+    generic: float = 0.2
+    visual: float = 0.25
+
+    def kinds(self) -> tuple[tuple[str, ...], np.ndarray]:
+        names = ("referring", "reasoning", "generic", "visual")
+        weights = np.array([getattr(self, name) for name in names], dtype=np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"task mix weights must be >= 0 with a positive sum, got {weights.tolist()}")
+        return names, weights / weights.sum()
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    mix: TaskMix = field(default_factory=TaskMix)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    split: str = "train"
+    clip_frames: int = 3  # frames per clip sample (the temporal adapter learns over these)
+    clip_batch_share: float = 0.5  # share of steps whose batch is clips rather than images
+    image_batch_size: int = 8
+    clip_batch_size: int = 3
+    point_radius_px: int = 5  # clicks become discs of this radius (as models' VisualPromptConfig)
+
+
+def _visible(clip: Clip, t: int, objects: tuple[int, ...], min_px: int = 1) -> list[int]:
+    return [i for i in objects if clip.visible_px[t, i] >= min_px]
+
+
+def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int]) -> FrameTarget:
+    masks = torch.from_numpy(clip.masks[t, objects]) if objects else torch.zeros(0, *clip.masks.shape[2:],
+                                                                                   dtype=torch.bool)
+    return FrameTarget(masks=masks, prompt_index=torch.tensor(prompt_index, dtype=torch.long))
+
+
+def task_prompt(prompt: Prompt, clip: Clip, point_radius_px: int) -> TaskPrompt:
+    """The model-side prompt of a world prompt (visual prompts rasterised to region masks)."""
+    if prompt.kind in ("referring", "reasoning"):
+        return TaskPrompt(prompt.kind, text=prompt.text)
+    if prompt.kind == "generic":
+        return TaskPrompt("generic", classes=prompt.classes, generic_mode=prompt.subkind)
+    height, width = clip.frames.shape[1:3]
+    regions = tuple(torch.from_numpy(v.as_mask(height, width, point_radius_px)) for v in prompt.visual)
+    return TaskPrompt("visual", regions=regions)
+
+
+def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, point_radius_px: int) -> TrainingSample:
+    """Frames start .. start + length - 1 of `clip` under `prompt`, with the visible targets of each frame."""
+    frames = range(start, start + length)
+    targets, ids, entities = [], [], []
+    for t in frames:
+        visible = _visible(clip, t, prompt.targets)
+        if prompt.kind == "generic":
+            index = [prompt.classes.index(clip.objects[i].shape) for i in visible]
+            entities.append(tuple(name for name in prompt.classes if prompt.classes.index(name) in index))
+        elif prompt.kind == "visual":
+            index = [prompt.targets.index(i) for i in visible]
+        else:
+            index = [0] * len(visible)
+        targets.append(_frame_target(clip, t, visible, index))
+        ids.append(torch.tensor(visible, dtype=torch.long))
+    region_frame = None
+    if prompt.kind == "visual":
+        region_frame = torch.from_numpy(clip.frames[prompt.visual[0].frame])
+    return TrainingSample(frames=torch.from_numpy(clip.frames[start:start + length]),
+                          prompt=task_prompt(prompt, clip, point_radius_px), targets=targets, object_ids=ids,
+                          entities=entities if prompt.kind == "generic" else None, region_frame=region_frame)
+
+
+def _usable(prompt: Prompt, length: int) -> bool:
+    return length > 1 or prompt.subkind not in TEMPORAL_SUBKINDS
+
+
+def draw_sample(rng: np.random.Generator, cfg: SampleConfig, length: int) -> TrainingSample:
+    """One sample of `length` frames from a random clip: task by the mix, then a prompt of that task."""
+    kinds, weights = cfg.mix.kinds()
+    size = split_spec(cfg.split).size
+    while True:
+        clip = make_clip(int(rng.integers(size)), cfg.split, cfg.world)
+        kind = kinds[int(rng.choice(len(kinds), p=weights))]
+        options = [p for p in clip.prompts if p.kind == kind and _usable(p, length)]
+        if not options:
+            continue  # e.g. no verifiable reasoning expression in this clip: draw another clip
+        prompt = options[int(rng.integers(len(options)))]
+        start = int(rng.integers(clip.frames.shape[0] - length + 1))
+        return sample_from_prompt(clip, prompt, start, length, cfg.point_radius_px)
+
+
+def batch_for_step(cfg: SampleConfig, seed: int, step: int) -> list[TrainingSample]:
+    """The batch of training step `step` of a run seeded `seed` (images or clips, by clip_batch_share)."""
+    rng = np.random.default_rng([seed, step])
+    if rng.random() < cfg.clip_batch_share:
+        return [draw_sample(rng, cfg, cfg.clip_frames) for _ in range(cfg.clip_batch_size)]
+    return [draw_sample(rng, cfg, 1) for _ in range(cfg.image_batch_size)]

@@ -1,0 +1,135 @@
+"""`hyperseg-stream train`: train HyperSeg on the synthetic world (images and short clips, tasks mixed by ratio).
+
+Writes `<out>/latest/` (a loadable checkpoint plus optimiser/schedule/RNG state) every `--checkpoint-every-s`
+seconds and at the end, and `<out>/log.jsonl` (one line of loss parts per logged step). `--resume <out>/latest`
+continues a run exactly where it stopped. Uses the GPU when there is one (`--device auto`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from models.build import build_hyperseg
+from models.presets import PRESETS, preset_config
+from models.training import OptimConfig, StepResult, Trainer, pick_device
+from operators.synthetic import WorldConfig
+from operators.training_samples import SampleConfig, TaskMix, batch_for_step
+
+LATEST = "latest"
+LOG_FILE = "log.jsonl"
+# Short names of the loss parts on the progress bar.
+BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "text": "txt",
+             "instance": "ins"}
+
+
+def parse_mix(text: str) -> TaskMix:
+    """"referring=0.35,reasoning=0.2,generic=0.2,visual=0.25" (omitted kinds keep their default)."""
+    values: dict[str, float] = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in TaskMix.__dataclass_fields__ or not value:
+            raise argparse.ArgumentTypeError(f"bad task mix item {item!r}; expected kind=weight with kind in "
+                                             f"{sorted(TaskMix.__dataclass_fields__)}")
+        values[name] = float(value)
+    return replace(TaskMix(), **values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperseg-stream train", description=__doc__)
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--out", default="out/train", help="run directory")
+    parser.add_argument("--resume", help="a run's checkpoint directory (e.g. out/train/latest) to continue")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--mix", type=parse_mix, default=TaskMix(), help="task shares, e.g. referring=0.4,visual=0.3")
+    parser.add_argument("--image-batch", type=int, default=8, help="samples per image batch")
+    parser.add_argument("--clip-batch", type=int, default=3, help="samples per clip batch")
+    parser.add_argument("--clip-frames", type=int, default=3, help="frames per clip sample")
+    parser.add_argument("--clip-share", type=float, default=0.5, help="share of steps that train on clips")
+    parser.add_argument("--frame-size", type=int, default=256, help="side of the synthetic frames, px")
+    parser.add_argument("--freeze-encoders", action="store_true",
+                        help="keep the preset's frozen vision towers (default: train them; tiny has no pretraining)")
+    parser.add_argument("--lora-only", action="store_true",
+                        help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
+    parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
+    parser.add_argument("--log-every", type=int, default=10)
+    return parser
+
+
+def _save_latest(trainer: Trainer, out: Path, extra: dict) -> None:
+    """Write the checkpoint beside the old one, then swap, so a crash never leaves a half-written `latest`."""
+    staging = out / f"{LATEST}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save(staging, extra)
+    shutil.rmtree(out / LATEST, ignore_errors=True)
+    staging.rename(out / LATEST)
+
+
+def _bar_text(result: StepResult, samples_per_s: float) -> dict[str, str]:
+    text = {BAR_NAMES[name]: f"{value:.3f}" for name, value in result.losses.items() if name in BAR_NAMES}
+    text["lr"] = f"{result.lr:.1e}"
+    text["samples/s"] = f"{samples_per_s:.2f}"
+    return text
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    optim = OptimConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                        grad_clip=args.grad_clip, seed=args.seed)
+    samples = SampleConfig(mix=args.mix, world=WorldConfig(height=args.frame_size, width=args.frame_size),
+                           clip_frames=args.clip_frames, clip_batch_share=args.clip_share,
+                           image_batch_size=args.image_batch, clip_batch_size=args.clip_batch)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        trainer = Trainer.resume(args.resume, optim, device=device)
+    else:
+        cfg = preset_config(args.preset)
+        if not args.freeze_encoders:
+            cfg.frozen = ()
+        cfg.language.train_base = not args.lora_only
+        torch.manual_seed(args.seed)
+        trainer = Trainer(build_hyperseg(cfg, device=device), optim)
+    extra = {"samples": json.loads(json.dumps(asdict(samples))), "command": ["hyperseg-stream", "train", *argv],
+             "device": device}
+    print(f"training {trainer.model.trainable_parameters():,} parameters on {device} for {args.steps} steps "
+          f"(from step {trainer.step_index}) -> {out}")
+
+    started = last_save = time.monotonic()
+    seen = 0
+    with open(out / LOG_FILE, "a") as log, tqdm(total=args.steps, initial=trainer.step_index, unit="step") as bar:
+        while trainer.step_index < args.steps:
+            step = trainer.step_index
+            result = trainer.train_step(batch_for_step(samples, args.seed, step))
+            seen += result.samples
+            elapsed = time.monotonic() - started
+            bar.set_postfix(_bar_text(result, seen / elapsed), refresh=False)
+            bar.update(1)
+            if step % args.log_every == 0 or trainer.step_index == args.steps:
+                log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "lr": result.lr,
+                                      "frames": result.frames, **result.losses}) + "\n")
+                log.flush()
+            if time.monotonic() - last_save >= args.checkpoint_every_s:
+                _save_latest(trainer, out, {**extra, "elapsed_s": elapsed})
+                last_save = time.monotonic()
+    elapsed = time.monotonic() - started
+    _save_latest(trainer, out, {**extra, "elapsed_s": elapsed})
+    print(f"done: {trainer.step_index} steps in {elapsed / 60:.1f} min; checkpoint {out / LATEST}")
+    return 0
