@@ -170,7 +170,8 @@ class HyperSegVideoPredictor:
 
 
 def as_frame_tensor(frame: torch.Tensor | np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
+    """Arrays that arrive read-only (zero-copy from another process) are copied; torch needs writable memory."""
+    return torch.from_numpy(np.require(frame, requirements=("C", "W"))) if isinstance(frame, np.ndarray) else frame
 
 
 def _pad(prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

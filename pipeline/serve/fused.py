@@ -1,0 +1,45 @@
+"""Fused deployment: every model stage in one replica (HyperSegVideoPredictor.step_batch), for a one-GPU machine.
+
+Nothing but the frame, the prompt and the stream's small state crosses a process boundary; batches across
+streams are split by LoRA adapter (Serve model multiplexing, as in the split VLLM deployment).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from models.lora_adapters import DEFAULT_ADAPTER
+from models.postprocess import FrameResult
+from models.temporal import StreamState
+from models.video_predictor import FrameRequest
+from operators.local_stages import LocalStages
+from pipeline.serve.replica import load_predictor, result_to_cpu, size_batches, timed
+from pipeline.serve.settings import AppArgs
+from pipeline.serve.vllm import MAX_ADAPTERS_PER_REPLICA
+
+
+@serve.deployment(name="Fused")
+class Fused:
+    def __init__(self, args: AppArgs) -> None:
+        predictor, model_id = load_predictor(args, args.fused)
+        self.stages = LocalStages(predictor, model_id, args.adapters_dir)
+        size_batches(self.step_batch, args.fused)
+
+    def info(self) -> dict[str, Any]:
+        return {"model_id": self.stages.model_id, "config": self.stages.config.to_dict()}
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_ADAPTERS_PER_REPLICA)
+    async def get_adapter(self, name: str) -> str:
+        return name  # LocalStages loads adapters on first use
+
+    async def __call__(self, request: FrameRequest) -> tuple[FrameResult, StreamState]:
+        return await self.step_batch(request)
+
+    @serve.batch
+    async def step_batch(self, requests: list[FrameRequest]) -> list[tuple[FrameResult, StreamState]]:
+        adapter = await self.get_adapter(serve.get_multiplexed_model_id() or DEFAULT_ADAPTER)
+        with timed("fused", len(requests)):
+            outputs = self.stages.run_batch(requests, adapter)
+            return [(result_to_cpu(result), state.to("cpu")) for result, state in outputs]

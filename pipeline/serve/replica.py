@@ -1,0 +1,81 @@
+"""What every model-holding Serve replica does at start: load the model once, pick its device, size its batches.
+
+Each replica loads the checkpoint itself (no model object crosses processes) onto cuda when the deployment was
+given a GPU, else the CPU with a bounded thread count so replicas sharing a node do not oversubscribe it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from models.checkpoint import load_default_model
+from models.postprocess import FrameResult
+from models.video_predictor import HyperSegVideoPredictor
+from monitoring import metrics
+from pipeline.serve.settings import AppArgs, StageSettings
+
+TRANSPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def load_predictor(args: AppArgs, stage: StageSettings) -> tuple[HyperSegVideoPredictor, str]:
+    torch.set_num_threads(args.torch_threads)
+    device = "cuda" if stage.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+    model, model_id = load_default_model(args.checkpoint, device=device)
+    return HyperSegVideoPredictor(model), model_id
+
+
+def size_batches(batch_method: Any, stage: StageSettings) -> None:
+    """Apply the configured batch size and wait to a `@serve.batch` method of this replica."""
+    batch_method.set_max_batch_size(stage.max_batch_size)
+    batch_method.set_batch_wait_timeout_s(stage.batch_wait_timeout_s)
+
+
+def deployment_options(stage: StageSettings) -> dict[str, Any]:
+    """`.options(...)` of a stage deployment from its settings."""
+    return {
+        "ray_actor_options": {"num_cpus": stage.num_cpus, "num_gpus": stage.num_gpus},
+        "max_ongoing_requests": stage.max_ongoing_requests,
+        "max_queued_requests": stage.max_queued_requests,
+    }
+
+
+@contextmanager
+def timed(stage: str, items: int) -> Iterator[None]:
+    """Record a batch's wall time as every item's stage latency (what each frame waits for)."""
+    started = time.perf_counter()
+    yield
+    elapsed = time.perf_counter() - started
+    for _ in range(items):
+        metrics.observe_stage(stage, elapsed)
+
+
+def item_results(fn: Any, *columns: list[Any]) -> list[Any]:
+    """Apply `fn` per item of a batch, keeping each item's exception as its result (one bad item must not fail
+    the batch); `raise_item_error` re-raises it in the caller's request."""
+    out = []
+    for args in zip(*columns):
+        try:
+            out.append(fn(*args))
+        except Exception as exc:  # returned, not raised: belongs to one request
+            out.append(exc)
+    return out
+
+
+def raise_item_error(result: Any) -> Any:
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def result_to_cpu(result: FrameResult) -> FrameResult:
+    """A result leaving a replica: its tensors on the CPU (callers have no GPU)."""
+    for name in ("masks", "scores", "query_indices", "semantic"):
+        value = getattr(result, name)
+        if value is not None:
+            setattr(result, name, value.cpu())
+    return result

@@ -1,0 +1,84 @@
+"""`Stages` on the Serve app's deployments, for a per-stream actor (operators/stream_processor.py).
+
+Split mode chains the stage deployments per frame. The encoder features never pass through the actor: the Encode
+DeploymentResponse goes straight into the VLLM and Predictor calls and Ray moves the tensors between the
+replicas. What the actor sends and receives is small: the frame, E_Q / E_P / latents, and the final masks. The
+per-stream state transitions are the same functions the fused path runs (models/video_predictor.py), so both modes
+give the same masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from models.config import HyperSegConfig
+from models.postprocess import FrameResult
+from models.temporal import StreamState
+from models.video_predictor import (
+    FrameRequest,
+    apply_vllm,
+    finish_frame,
+    needs_vllm,
+    pool_prompts,
+    start_state,
+    vllm_call,
+)
+from operators.stream_processor import Stages
+
+APP_NAME = "hyperseg"
+GATEWAY = "Gateway"
+
+
+class _ServeStagesBase:
+    def __init__(self, app_name: str, info_deployment: str) -> None:
+        self.decoder = serve.get_deployment_handle("Decode", app_name)
+        info: dict[str, Any] = serve.get_deployment_handle(info_deployment, app_name).info.remote().result()
+        self.config = HyperSegConfig.from_dict(info["config"])
+        self.model_id: str = info["model_id"]
+
+    def decode(self, payload: bytes, codec: str) -> np.ndarray:
+        return self.decoder.remote(payload, codec).result()
+
+
+class SplitServeStages(_ServeStagesBase):
+    def __init__(self, app_name: str = APP_NAME) -> None:
+        super().__init__(app_name, "Predictor")
+        self.encoder = serve.get_deployment_handle("Encode", app_name)
+        self.vllm = serve.get_deployment_handle("VLLM", app_name)
+        self.predictor = serve.get_deployment_handle("Predictor", app_name)
+
+    def run(self, request: FrameRequest, adapter: str) -> tuple[FrameResult, StreamState]:
+        state = start_state(request, "cpu")
+        encoded = self.encoder.remote(request.frame)  # not awaited here: handed on as a reference
+        if needs_vllm(request, state):
+            call = vllm_call(request.prompt, state, self.config)
+            apply_vllm(state, self.vllm.options(multiplexed_model_id=adapter).remote(encoded, call).result())
+        size = (int(request.frame.shape[0]), int(request.frame.shape[1]))
+        result, instance = self.predictor.remote(encoded, state.queries, pool_prompts(state, self.config),
+                                                 request.prompt, size).result()
+        finish_frame(self.config, result, instance, request.prompt, state)
+        return result, state
+
+
+class FusedServeStages(_ServeStagesBase):
+    def __init__(self, app_name: str = APP_NAME) -> None:
+        super().__init__(app_name, "Fused")
+        self.fused = serve.get_deployment_handle("Fused", app_name)
+
+    def run(self, request: FrameRequest, adapter: str) -> tuple[FrameResult, StreamState]:
+        return self.fused.options(multiplexed_model_id=adapter).remote(request).result()
+
+
+@dataclass(frozen=True)
+class ServeStagesFactory:
+    """Picklable: a stream actor calls it to get Stages for the running app, split or fused as deployed."""
+
+    app_name: str = APP_NAME
+
+    def __call__(self) -> Stages:
+        mode = serve.get_deployment_handle(GATEWAY, self.app_name).info.remote().result()["mode"]
+        return SplitServeStages(self.app_name) if mode == "split" else FusedServeStages(self.app_name)
