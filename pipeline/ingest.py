@@ -252,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--topic", default="frames")
     parser.add_argument("--status-topic", default="stream-status")
     parser.add_argument("--loop", action="store_true", help="replay file sources forever")
+    parser.add_argument("--realtime", action="store_true", help="replay file sources at their frame rate")
     parser.add_argument("--rtsp-transport", default="tcp", choices=["tcp", "udp", "udp_multicast", "http", "https"])
     parser.add_argument("--fps", type=float, default=None, help="target frames/s per stream (frames are skipped)")
     parser.add_argument("--jpeg-quality", type=int, default=85)
@@ -269,7 +270,9 @@ def ingest_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(processName)s %(levelname)s %(message)s")
     sources = [
-        parse_source(text, loop=args.loop, rtsp_transport=args.rtsp_transport, target_fps=args.fps)
+        parse_source(
+            text, loop=args.loop, rtsp_transport=args.rtsp_transport, target_fps=args.fps, realtime=args.realtime
+        )
         for text in args.source
     ]
     settings = IngestSettings(

@@ -36,7 +36,8 @@ class SourceSpec:
 
     ``live`` decides the drop policy (live: drop oldest; not live: lossless) and defaults to
     False for files and True for RTSP, HTTP/HLS and V4L2 devices. ``loop`` replays a file.
-    ``options`` are extra FFmpeg demuxer options.
+    ``options`` are extra FFmpeg demuxer options. ``realtime`` replays a file at its own frame rate,
+    as a camera would deliver it (decoded frames only).
     """
 
     stream_id: str
@@ -46,6 +47,7 @@ class SourceSpec:
     live: bool | None = None
     target_fps: float | None = None
     options: Mapping[str, str] = field(default_factory=dict)
+    realtime: bool = False
 
     def __post_init__(self) -> None:
         if not self.stream_id or not self.url:
@@ -139,6 +141,22 @@ class _FrameSkipper:
         return True
 
 
+class _Pacer:
+    """Holds frames back until their media time has passed on the wall clock (``realtime`` replay)."""
+
+    def __init__(self) -> None:
+        self._origin: tuple[float, float] | None = None  # (media time, monotonic time) of the first frame
+
+    def wait(self, media_time: float | None) -> None:
+        if media_time is None:
+            return
+        if self._origin is None or media_time < self._origin[0]:  # first frame, or a loop restarted the file
+            self._origin = (media_time, time.monotonic())
+        delay = (media_time - self._origin[0]) - (time.monotonic() - self._origin[1])
+        if delay > 0:
+            time.sleep(delay)
+
+
 def _annexb_filter(stream: av.video.stream.VideoStream) -> BitStreamFilterContext:
     """Filter that makes every key frame self-contained Annex B, whatever the container stored."""
     codec = stream.codec_context.name
@@ -161,7 +179,8 @@ def read_connection(
     bsf = _annexb_filter(stream) if passthrough else None
     skipper = _FrameSkipper(None if passthrough else spec.target_fps)
     try:
-        yield from _items(container.demux(stream), codec, bsf, skipper, stall_timeout_s)
+        pacer = _Pacer() if spec.realtime else None
+        yield from _items(container.demux(stream), codec, bsf, skipper, stall_timeout_s, pacer)
     except av.error.ExitError as exc:  # the read timeout fired: no data at all
         raise StallError(f"{spec.stream_id}: no data for {stall_timeout_s:.1f}s") from exc
 
@@ -172,6 +191,7 @@ def _items(
     bsf: BitStreamFilterContext | None,
     skipper: _FrameSkipper,
     stall_timeout_s: float,
+    pacer: _Pacer | None = None,
 ) -> Iterator[Frame | Packet]:
     """Packets to items; StallError when data flows but no frame comes out for ``stall_timeout_s``."""
     last_progress = time.monotonic()
@@ -184,7 +204,12 @@ def _items(
         else:
             frames = packet.decode()
             progressed = bool(frames)
-            items = [Frame(f.to_ndarray(format="rgb24"), time.time()) for f in frames if skipper.keep(f.time)]
+            items = []
+            for f in frames:
+                if skipper.keep(f.time):
+                    if pacer is not None:
+                        pacer.wait(f.time)
+                    items.append(Frame(f.to_ndarray(format="rgb24"), time.time()))
         if progressed:
             last_progress = time.monotonic()
         elif time.monotonic() - last_progress > stall_timeout_s:

@@ -1,0 +1,378 @@
+"""`hyperseg-stream run`: the worker. Frames topic -> per-stream actors -> masks topic, as a consumer group.
+
+Each router is one member of a consumer group on the frames topic. A frame record's key is its stream id;
+the router hands it to that stream's actor (:mod:`pipeline.stream_backends`), keeps each stream strictly in
+order (one actor per stream executes its calls in submission order) while frames of different streams are in
+flight at once (up to ``max_in_flight``, beyond which the assigned partitions are paused: backpressure), and
+publishes each returned mask record to the masks topic keyed by stream id. The router, not the actor,
+publishes: see :mod:`pipeline.delivery` for why, and for the two delivery modes.
+
+Control: the whole control topic is replayed at start-up and read again before every frames batch
+(:mod:`pipeline.control` states the ordering contract). Rebalancing: streams of revoked partitions are
+drained, checkpointed to the compacted state topic and released; a stream that arrives on a newly assigned
+partition is restored from its latest checkpoint (:mod:`pipeline.state_store`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from operators.stream_processor import SequenceError
+from pipeline.broker import EmbeddedBroker, consumer_config
+from pipeline.control import ControlOp, ControlReader, ControlTable
+from pipeline.delivery import DELIVERY_MODES, DeliveryMode, Publisher
+from pipeline.records import RecordError, encode_record, mask_headers, parse_frame_headers
+from pipeline.state_store import StreamStateStore
+from pipeline.stream_backends import StreamBackend, make_backend
+from pipeline.topics import STATE_MAX_BYTES, TopicLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """Everything one router needs; the CLI maps its flags onto this."""
+
+    bootstrap: str
+    topics: TopicLayout = TopicLayout()
+    group_id: str = "hyperseg-router"
+    instance_id: str = field(default_factory=socket.gethostname)
+    delivery: DeliveryMode = "at-least-once"
+    #: Frames handed to actors whose masks are not yet published, over all streams (pause beyond it).
+    max_in_flight: int = 8
+    #: Frames whose capture is older than this many seconds are dropped, not processed (live backpressure);
+    #: None keeps every frame (files, or when latency matters less than completeness).
+    max_lag_s: float | None = None
+    commit_interval_s: float = 1.0
+    #: Stop after this many frames were taken (tests, demos); None: run until stopped.
+    max_frames: int | None = None
+    #: Stop after no frame arrived for this many seconds; None: run until stopped.
+    idle_exit_s: float | None = None
+    consumer_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.delivery not in DELIVERY_MODES:
+            raise ValueError(f"delivery must be one of {DELIVERY_MODES}, got {self.delivery!r}")
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {self.max_in_flight}")
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per instance: a restarted router fences its former self and aborts what it left open."""
+        return f"{self.group_id}-{self.instance_id}"
+
+
+@dataclass
+class StreamCounters:
+    """What the router did with one stream's frames."""
+
+    taken: int = 0
+    published: int = 0
+    dropped_lag: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Pending:
+    """A frame handed to an actor: where it came from and the future of its mask record."""
+
+    stream_id: str
+    seq: int
+    capture_ts: float
+    future: Future[dict[str, Any]]
+    cell: list[Any]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Forwards the consumer's rebalance callbacks (run inside ``poll``) to the router."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.router.hand_over(list(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.router.take_over(list(assigned))
+
+
+class Router:
+    """One consumer-group member; :meth:`run` until stopped."""
+
+    def __init__(self, settings: RouterSettings, backend: StreamBackend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.topics = settings.topics
+        self.stats: dict[str, StreamCounters] = {}
+        self.control = ControlTable()
+        self._queues: dict[str, deque[_Pending]] = {}
+        self._stream_partition: dict[str, TopicPartition] = {}
+        self._done_seq: dict[str, int] = {}
+        self._paused = False
+        overrides = settings.consumer_overrides
+        self.consumer = KafkaConsumer(**consumer_config(settings.bootstrap, settings.group_id, **overrides))
+        self.publisher = Publisher(
+            settings.bootstrap,
+            self.consumer,
+            settings.delivery,
+            settings.transactional_id,
+            max_request_size=STATE_MAX_BYTES,
+        )
+        self.control_reader = ControlReader(settings.bootstrap, self.topics.control)
+        self.state_store = StreamStateStore(settings.bootstrap, self.topics.state)
+
+    # ---- control -------------------------------------------------------------------------------------------
+    def apply_control(self, ops: list[ControlOp]) -> None:
+        """Apply control operations: prompts and adapters are set on the actor when their frame comes."""
+        for op in ops:
+            log.info("control: %s %s", op.op, op.stream_id)
+            if op.op == "remove-stream":
+                self._drain(lambda p: p.stream_id == op.stream_id)
+                self.backend.release(op.stream_id)
+                self._done_seq.pop(op.stream_id, None)
+            elif op.op == "add-stream" and self.backend.has(op.stream_id):
+                self.backend.release(op.stream_id)  # re-added: start over with the new prompt
+            try:
+                self.control.apply(op)
+            except RecordError as exc:
+                log.error("control ignored: %s", exc)
+
+    # ---- frames --------------------------------------------------------------------------------------------
+    def _counters(self, stream_id: str) -> StreamCounters:
+        return self.stats.setdefault(stream_id, StreamCounters())
+
+    def take(self, record: ConsumerRecord) -> None:
+        """Route one frames-topic record: submit it to its stream's actor, or mark it done if it is skipped."""
+        tp = TopicPartition(record.topic, record.partition)
+        cell = self.publisher.tracker.add(tp, record.offset)
+        try:
+            meta = parse_frame_headers(record.headers)
+            stream_id = (record.key or b"").decode("utf-8")
+        except (RecordError, UnicodeDecodeError) as exc:
+            log.error("frames offset %d skipped: %s", record.offset, exc)
+            cell[1] = True
+            return
+        counters = self._counters(stream_id)
+        counters.taken += 1
+        config = self.control.streams.get(stream_id)
+        skip_reason = None
+        if config is None:
+            skip_reason = "removed" if stream_id in self.control.removed else "not configured (no add-stream)"
+        elif meta.seq <= self._done_seq.get(stream_id, -1):
+            skip_reason = "already processed before the last checkpoint"
+        elif self.settings.max_lag_s is not None and time.time() - meta.capture_ts > self.settings.max_lag_s:
+            counters.dropped_lag += 1
+            cell[1] = True
+            return
+        if skip_reason is not None:
+            if counters.skipped == 0:
+                log.warning("stream %s: frame %d skipped: %s", stream_id, meta.seq, skip_reason)
+            counters.skipped += 1
+            cell[1] = True
+            return
+        assert config is not None
+        self._stream_partition[stream_id] = tp
+        if not self.backend.has(stream_id):
+            self.backend.open(stream_id, config.prompt, restore=self.state_store.latest(stream_id))
+            self._done_seq[stream_id] = self.backend.last_seq(stream_id)
+            if meta.seq <= self._done_seq[stream_id]:
+                counters.skipped += 1
+                cell[1] = True
+                return
+        if self.control.due(stream_id, meta.seq):  # queued behind the stream's earlier frames: next frame on
+            self.backend.set_prompt(stream_id, config.prompt)
+        future = self.backend.process(stream_id, record.value, meta)
+        self._queues.setdefault(stream_id, deque()).append(_Pending(stream_id, meta.seq, meta.capture_ts, future, cell))
+
+    def publish_ready(self) -> None:
+        """Publish, per stream in order, every mask record whose frame is done (a stream's head blocks it)."""
+        for stream_id, queue in self._queues.items():
+            while queue and queue[0].future.done():
+                self._publish(queue.popleft())
+
+    def _publish(self, pending: _Pending) -> None:
+        counters = self._counters(pending.stream_id)
+        try:
+            record = pending.future.result()
+        except SequenceError:
+            counters.skipped += 1  # redelivered after the checkpoint: its mask is already out
+            pending.cell[1] = True
+            return
+        except Exception as exc:  # noqa: BLE001 - a frame that fails is reported and skipped, never fatal
+            log.error("stream %s frame %d failed: %s", pending.stream_id, pending.seq, exc)
+            counters.failed += 1
+            pending.cell[1] = True
+            return
+        self._done_seq[pending.stream_id] = pending.seq
+        self.publisher.send(
+            self.topics.masks,
+            pending.stream_id.encode("utf-8"),
+            encode_record(record),
+            mask_headers(pending.seq, pending.capture_ts),
+            pending.cell,
+        )
+        counters.published += 1
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(queue) for queue in self._queues.values())
+
+    def _drain(self, which: Callable[[_Pending], bool] = lambda _: True) -> None:
+        """Wait for the selected streams' frames and publish them (the others keep flowing)."""
+        for queue in self._queues.values():
+            if queue and which(queue[0]):
+                for pending in list(queue):
+                    pending.future.exception()  # waits; errors are reported by _publish
+        self.publish_ready()
+
+    # ---- rebalancing -------------------------------------------------------------------------------------
+    def hand_over(self, revoked: list[TopicPartition]) -> None:
+        """Partitions leave this router: finish their frames, commit, checkpoint and release their streams."""
+        self._drain()
+        self.publisher.flush()
+        streams = [s for s, tp in self._stream_partition.items() if tp in revoked]
+        self.publisher.begin()
+        for stream_id in streams:
+            state = self.backend.release(stream_id)
+            if state is not None:
+                self.state_store.save(self.publisher.producer, stream_id, state)
+            self._stream_partition.pop(stream_id, None)
+            self._done_seq.pop(stream_id, None)
+        self.publisher.flush()
+        self.publisher.commit()
+        self.publisher.tracker.forget(revoked)
+        if streams:
+            log.info("handed over %s (partitions %s)", streams, [tp.partition for tp in revoked])
+
+    def take_over(self, assigned: list[TopicPartition]) -> None:
+        """Partitions arrive: read the latest checkpoints so their streams resume where they were."""
+        self.state_store.refresh()
+        log.info("assigned partitions %s", [tp.partition for tp in assigned])
+
+    # ---- main loop ---------------------------------------------------------------------------------------
+    def _backpressure(self, taken: int) -> None:
+        """Pause fetching while too many frames are in flight (or max_frames were taken); resume below it."""
+        limit = self.settings.max_frames
+        full = self.in_flight >= self.settings.max_in_flight or (limit is not None and taken >= limit)
+        if full != self._paused:
+            assignment = list(self.consumer.assignment())
+            (self.consumer.pause if full else self.consumer.resume)(*assignment)
+            self._paused = full
+
+    def run(self, stop: threading.Event | None = None) -> dict[str, StreamCounters]:
+        """Consume until ``stop`` is set, ``max_frames`` were taken or ``idle_exit_s`` passed without a frame."""
+        stop = stop or threading.Event()
+        self.apply_control(self.control_reader.catch_up())
+        self.consumer.subscribe([self.topics.frames], listener=_Rebalance(self))
+        transactional = self.publisher.transactional
+        taken, last_frame, last_commit = 0, time.monotonic(), time.monotonic()
+        try:
+            while not stop.is_set():
+                if self.settings.max_frames is not None and taken >= self.settings.max_frames and not self.in_flight:
+                    break
+                if self.settings.idle_exit_s is not None and time.monotonic() - last_frame > self.settings.idle_exit_s:
+                    break
+                self.apply_control(self.control_reader.poll())
+                self._backpressure(taken)
+                room = self.settings.max_in_flight - self.in_flight
+                if self.settings.max_frames is not None:
+                    room = min(room, self.settings.max_frames - taken)
+                # Paused partitions return nothing; polling anyway keeps the group membership alive.
+                batch = self.consumer.poll(timeout_ms=20 if self.in_flight else 200, max_records=max(room, 1))
+                records = [r for part in batch.values() for r in part]
+                if records:
+                    last_frame = time.monotonic()
+                    self.publisher.begin()
+                    for record in records:
+                        self.take(record)
+                    taken += len(records)
+                if transactional:
+                    if records:
+                        self._drain()
+                        self.publisher.commit()
+                else:
+                    self.publish_ready()
+                    if time.monotonic() - last_commit > self.settings.commit_interval_s:
+                        self.publisher.commit()
+                        last_commit = time.monotonic()
+            self.shutdown()
+        except BaseException:
+            self.publisher.abort()
+            raise
+        finally:
+            self.close()
+        return self.stats
+
+    def shutdown(self) -> None:
+        """Graceful stop: publish what is in flight, commit, checkpoint every stream for whoever comes next."""
+        self.hand_over(list(self.consumer.assignment()))
+
+    def close(self) -> None:
+        for closer in (self.publisher.close, self.consumer.close, self.control_reader.close, self.state_store.close):
+            try:
+                closer()
+            except Exception as exc:  # noqa: BLE001 - closing the rest matters more
+                log.warning("close: %s", exc)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperseg-stream run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic-prefix", help="use PREFIX-frames, PREFIX-masks, ... instead of frames, masks, ...")
+    parser.add_argument("--group", default="hyperseg-router", help="consumer group id")
+    parser.add_argument("--instance-id", default=socket.gethostname(), help="stable id of this router")
+    parser.add_argument("--delivery", choices=DELIVERY_MODES, default="at-least-once")
+    parser.add_argument("--max-in-flight", type=int, default=8)
+    parser.add_argument("--max-lag", type=float, help="drop frames captured more than this many seconds ago")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--idle-exit", type=float, help="stop after this many seconds without a frame")
+    parser.add_argument("--no-ray", action="store_true", help="run the stages in this process (no Ray)")
+    parser.add_argument("--ray-address", help="Ray cluster to join ('auto': this machine's); default: start one")
+    parser.add_argument("--deploy", choices=["split", "fused", "none"], default="fused",
+                        help="deploy the Serve app in this mode when it is not running ('none': expect it)")
+    parser.add_argument("--checkpoint", help="model checkpoint directory (default: the shipped model)")
+    parser.add_argument("--fast-group-join", action="store_true", help="short group timeouts (embedded broker)")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def run_main(argv: list[str]) -> int:
+    """CLI entry (``hyperseg-stream run``): route until Ctrl-C / SIGTERM, then hand over cleanly."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = RouterSettings(
+        bootstrap=args.bootstrap,
+        topics=TopicLayout.prefixed(args.topic_prefix) if args.topic_prefix else TopicLayout(),
+        group_id=args.group,
+        instance_id=args.instance_id,
+        delivery=args.delivery,
+        max_in_flight=args.max_in_flight,
+        max_lag_s=args.max_lag,
+        max_frames=args.max_frames,
+        idle_exit_s=args.idle_exit,
+        consumer_overrides=dict(EmbeddedBroker.GROUP_OVERRIDES) if args.fast_group_join else {},
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    deploy = None if args.deploy == "none" else args.deploy
+    with make_backend(args.no_ray, args.checkpoint, args.ray_address, deploy) as backend:
+        stats = Router(settings, backend).run(stop)
+    for stream_id, counters in stats.items():
+        log.info("stream %s: %s", stream_id, counters)
+    return 0
