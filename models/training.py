@@ -208,6 +208,9 @@ class Trainer:
         state = torch.load(Path(directory) / TRAINING_STATE_FILE, map_location=device, weights_only=True)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
+        # The schedule follows `cfg` (load_state_dict restored the saved one): a resumed run may be given more or
+        # fewer total steps than it started with.
+        trainer.scheduler.lr_lambdas = [WarmupCosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)]
         trainer.step_index = int(state["step"])
         torch.set_rng_state(state["torch_rng"].cpu())
         return trainer

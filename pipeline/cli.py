@@ -10,6 +10,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "model-info": ("pipeline.model_info", "main", "parameter counts of a preset"),
     "demo": ("pipeline.demo", "main", "run the model on a sample clip and write an overlay video"),
     "train": ("pipeline.train", "main", "train HyperSeg on the synthetic world (CPU or GPU)"),
+    "eval": ("pipeline.evaluate", "main", "J&F / gIoU / PQ of a checkpoint on the synthetic test split"),
     "ingest": ("pipeline.ingest", "ingest_main", "read cameras/files/RTSP and publish frames to Kafka"),
 }
 

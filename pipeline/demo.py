@@ -1,8 +1,7 @@
 """`hyperseg-stream demo`: run HyperSeg frame by frame on a clip of the synthetic world and write an overlay MP4.
 
 This is the model-only demo: the streaming demo (broker, Ray Serve, two streams) replaces it once the pipeline
-exists. Without `--checkpoint` it runs the `tiny` preset with freshly initialised weights, so its masks are not
-meaningful; the figures it prints say so rather than hide it.
+exists. Without `--checkpoint` it runs the shipped synthetic-world model (models/weights/synthetic-tiny).
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.build import build_tiny
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_default_model
 from models.prompts import TaskPrompt
 from models.video_predictor import HyperSegVideoPredictor
 from operators.metrics import JFAccumulator
@@ -33,18 +31,14 @@ def _referring_prompt(clip) -> tuple[TaskPrompt, int]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hyperseg-stream demo", description=__doc__)
-    parser.add_argument("--checkpoint", help="a hyperseg-stream checkpoint directory (default: untrained tiny)")
+    parser.add_argument("--checkpoint", help="a hyperseg-stream checkpoint directory (default: the shipped model)")
     parser.add_argument("--seed", type=int, default=0, help="which test-split clip of the synthetic world")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--out", default="out/demo", help="output directory")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
-    if args.checkpoint:
-        model, _ = load_checkpoint(args.checkpoint)
-        model_id = Path(args.checkpoint).name
-    else:
-        model, model_id = build_tiny(), "tiny-untrained"
+    model, model_id = load_default_model(args.checkpoint)
     predictor = HyperSegVideoPredictor(model)
     clip = make_clip(args.seed, "test", WorldConfig(num_frames=args.frames))
     prompt, target = _referring_prompt(clip)
@@ -73,13 +67,12 @@ def main(argv: list[str]) -> int:
         "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
         "referring_jf": jf.jf,
         "video": str(video_path),
-        "note": "untrained weights: masks are noise" if not args.checkpoint else "",
     }
     summary_path = out_dir / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2))
     print(f"{summary['frames']} frames of '{prompt.text}' at {summary['fps']:.1f} fps "
           f"(p50 {summary['latency_p50_ms']:.0f} ms, p95 {summary['latency_p95_ms']:.0f} ms); "
-          f"J&F {jf.jf:.3f} {summary['note']}")
+          f"J&F {jf.jf:.3f}")
     print(f"overlay video: {video_path}")
     print(summary_path)
     return 0

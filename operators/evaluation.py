@@ -1,0 +1,249 @@
+"""Evaluating a HyperSeg video predictor on the synthetic world: every task, per expression kind, and ablations.
+
+Each clip is streamed frame by frame through `HyperSegVideoPredictor.step_batch`, all of its prompts side by side as
+separate streams (each with its own temporal state), exactly as the pipeline runs them:
+  referring / reasoning  J, F, J&F per expression (every frame; an invisible target counts as an empty mask)
+  visual (VOS)           J, F, J&F per prompted object on the frames after the prompt frame (DAVIS semi-supervised)
+  generic                panoptic PQ and semantic mIoU (background as a class) over every frame
+  image                  gIoU / cIoU of the expressions one frame can answer, each on the frame that shows its target
+                         best, from a fresh state (no temporal context)
+Ablations switch the temporal adapter's parts and the VLLM key-frame interval on the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from models.config import TemporalConfig
+from models.postprocess import FrameResult
+from models.video_predictor import FrameRequest, HyperSegVideoPredictor
+from operators.metrics import ALL_KINDS, IoUAccumulator, JFAccumulator, PanopticAccumulator, SemanticAccumulator
+from operators.synthetic import Clip, Prompt, WorldConfig, make_clip, novelty
+from operators.training_samples import TEMPORAL_SUBKINDS, task_prompt
+
+TASKS = ("referring", "reasoning", "visual", "generic", "image")
+VIDEO_TASKS = ("referring", "reasoning", "visual")
+# Generic modes with a metric here (instance mode shares the panoptic training and has no metric of its own).
+GENERIC_MODES = ("panoptic", "semantic")
+# The temporal-adapter ablation: (global prompt aggregation, local latent injection).
+TEMPORAL_VARIANTS: dict[str, tuple[bool, bool]] = {"both": (True, True), "global_only": (True, False),
+                                                   "local_only": (False, True), "off": (False, False)}
+KEY_FRAME_INTERVALS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = "test"
+    clips: int = 10
+    first_seed: int = 0
+    world: WorldConfig = field(default_factory=WorldConfig)
+    tasks: tuple[str, ...] = TASKS
+    key_frame_interval: int = 1  # run the VLLM on every k-th frame; the predictor runs on every frame
+    point_radius_px: int = 5
+
+    def __post_init__(self) -> None:
+        unknown = set(self.tasks) - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown eval tasks {sorted(unknown)}; choose from {TASKS}")
+        if self.clips < 1 or self.key_frame_interval < 1:
+            raise ValueError("clips and key_frame_interval must be >= 1")
+
+
+@dataclass
+class _Tallies:
+    """Everything accumulated over clips."""
+
+    language: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "referring/<subkind>", ...
+    language_novelty: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "seen" / "novel"
+    visual: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "visual/<mode>"
+    image: dict[str, IoUAccumulator] = field(default_factory=dict)  # "all" and per kind
+    panoptic: PanopticAccumulator = field(default_factory=PanopticAccumulator)
+    semantic: SemanticAccumulator | None = None
+    frames: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Stream:
+    prompt: Prompt
+    name: str
+
+
+def _streams(clip: Clip, tasks: tuple[str, ...]) -> list[_Stream]:
+    streams = []
+    for i, prompt in enumerate(clip.prompts):
+        if prompt.kind in ("referring", "reasoning", "visual") and prompt.kind in tasks:
+            streams.append(_Stream(prompt, f"{clip.seed}/{i}"))
+        elif prompt.kind == "generic" and "generic" in tasks and prompt.subkind in GENERIC_MODES:
+            streams.append(_Stream(prompt, f"{clip.seed}/{i}"))
+    return streams
+
+
+def _target_mask(clip: Clip, t: int, prompt: Prompt) -> np.ndarray:
+    return clip.masks[t, list(prompt.targets)].any(axis=0)
+
+
+def _score_frame(tallies: _Tallies, clip: Clip, t: int, stream: _Stream, result: FrameResult) -> None:
+    prompt, masks = stream.prompt, result.masks.cpu().numpy()
+    kind = f"{prompt.kind}/{prompt.subkind}"
+    if prompt.kind in ("referring", "reasoning"):
+        gt = _target_mask(clip, t, prompt)
+        tallies.language.add_frame(stream.name, kind, masks[0], gt)
+        tallies.language_novelty.add_frame(stream.name, "novel" if novelty(prompt, clip) else "seen", masks[0], gt)
+    elif prompt.kind == "visual":
+        if t == prompt.visual[0].frame:
+            return  # the prompt frame itself is given, as in DAVIS semi-supervised evaluation
+        mode = "mask_multi" if len(prompt.targets) > 1 else prompt.subkind
+        for r, obj in enumerate(prompt.targets):
+            tallies.visual.add_frame(f"{stream.name}/{obj}", f"visual/{mode}", masks[r], clip.masks[t, obj])
+    elif prompt.subkind == "panoptic":
+        present = [i for i in prompt.targets if clip.visible_px[t, i] > 0]
+        tallies.panoptic.add(masks, list(result.labels), clip.masks[t, present],
+                             [clip.objects[i].shape for i in present])
+    else:
+        _score_semantic(tallies, clip, t, prompt, result)
+
+
+def _score_semantic(tallies: _Tallies, clip: Clip, t: int, prompt: Prompt, result: FrameResult) -> None:
+    """mIoU over the listed classes plus background (index len(classes))."""
+    background = len(prompt.classes)
+    if tallies.semantic is None:
+        tallies.semantic = SemanticAccumulator(num_classes=background + 1)
+    gt = np.full(clip.masks.shape[2:], background, dtype=np.int64)
+    for i in prompt.targets:
+        gt[clip.masks[t, i]] = prompt.classes.index(clip.objects[i].shape)
+    pred = result.semantic.cpu().numpy()
+    tallies.semantic.add(np.where(pred < 0, background, pred), gt)
+
+
+def _run_video(predictor: HyperSegVideoPredictor, clip: Clip, streams: list[_Stream], cfg: EvalConfig,
+               tallies: _Tallies) -> None:
+    prompts = [task_prompt(s.prompt, clip, cfg.point_radius_px) for s in streams]
+    states = [None] * len(streams)
+    for t, frame in enumerate(clip.frames):
+        run_vllm = t % cfg.key_frame_interval == 0
+        started = time.perf_counter()
+        outputs = predictor.step_batch([FrameRequest(frame, p, s, run_vllm) for p, s in zip(prompts, states)])
+        tallies.seconds += time.perf_counter() - started
+        tallies.frames += 1
+        for index, (stream, (result, state)) in enumerate(zip(streams, outputs)):
+            states[index] = state
+            _score_frame(tallies, clip, t, stream, result)
+
+
+def _run_images(predictor: HyperSegVideoPredictor, clip: Clip, cfg: EvalConfig, tallies: _Tallies) -> None:
+    """Single-frame referring/reasoning: each expression on the frame where its target shows most."""
+    chosen = [p for p in clip.prompts if p.kind in ("referring", "reasoning") and p.subkind not in TEMPORAL_SUBKINDS]
+    if not chosen:
+        return
+    frames = [int(clip.visible_px[:, list(p.targets)].sum(axis=1).argmax()) for p in chosen]
+    requests = [FrameRequest(clip.frames[t], task_prompt(p, clip, cfg.point_radius_px)) for p, t in zip(chosen, frames)]
+    outputs = predictor.step_batch(requests)
+    for prompt, t, (result, _) in zip(chosen, frames, outputs):
+        pred, gt = result.masks[0].cpu().numpy(), _target_mask(clip, t, prompt)
+        for key in (ALL_KINDS, f"{prompt.kind}/{prompt.subkind}"):
+            tallies.image.setdefault(key, IoUAccumulator()).add(pred, gt)
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _jf_summary(accumulator: JFAccumulator) -> dict[str, dict[str, float]]:
+    return {kind: {"j": s.j, "f": s.f, "jf": s.jf, "count": s.count} for kind, s in sorted(accumulator.scores().items())}
+
+
+def _headline(per_kind: dict[str, dict[str, float]], prefix: str) -> dict[str, float] | None:
+    """J, F and J&F over every expression whose kind starts with `prefix` (each expression weighs the same)."""
+    rows = [(v["j"], v["f"], v["count"]) for k, v in per_kind.items() if k.startswith(prefix + "/")]
+    count = sum(c for _, _, c in rows)
+    if not count:
+        return None
+    j = sum(j * c for j, _, c in rows) / count
+    f = sum(f * c for _, f, c in rows) / count
+    return {"j": j, "f": f, "jf": (j + f) / 2, "count": count}
+
+
+def _summary(tallies: _Tallies, cfg: EvalConfig) -> dict[str, object]:
+    language = _jf_summary(tallies.language)
+    visual = _jf_summary(tallies.visual)
+    result: dict[str, object] = {"split": cfg.split, "clips": cfg.clips, "first_seed": cfg.first_seed,
+                                 "key_frame_interval": cfg.key_frame_interval}
+    for name, per_kind, prefix in (("referring", language, "referring"), ("reasoning", language, "reasoning"),
+                                   ("vos", visual, "visual")):
+        head = _headline(per_kind, prefix)
+        for part in ("jf", "j", "f"):
+            result[f"{name}_{part}"] = head[part] if head else None
+        result[f"{name}_count"] = head["count"] if head else 0
+    image = tallies.image.get(ALL_KINDS)
+    result["image_giou"] = _finite(image.giou) if image else None
+    result["image_ciou"] = _finite(image.ciou) if image else None
+    result["image_count"] = image.count if image else 0
+    result["panoptic_pq"] = _finite(tallies.panoptic.pq) if tallies.panoptic.tallies else None
+    result["semantic_miou"] = _finite(tallies.semantic.miou) if tallies.semantic else None
+    result["per_kind"] = {**{k: v for k, v in language.items() if k != ALL_KINDS},
+                          **{k: v for k, v in visual.items() if k != ALL_KINDS},
+                          **{f"image/{k}": {"giou": acc.giou, "ciou": acc.ciou, "count": acc.count}
+                             for k, acc in sorted(tallies.image.items()) if k != ALL_KINDS}}
+    result["novelty_jf"] = {k: v["jf"] for k, v in _jf_summary(tallies.language_novelty).items() if k != ALL_KINDS}
+    result["panoptic_pq_per_class"] = dict(sorted(tallies.panoptic.per_class().items()))
+    result["frames"] = tallies.frames
+    result["video_fps"] = tallies.frames / tallies.seconds if tallies.seconds else None
+    return result
+
+
+def evaluate(predictor: HyperSegVideoPredictor, cfg: EvalConfig) -> dict[str, object]:
+    """Metrics over clips first_seed .. first_seed + clips - 1 of the split (all on a 0..1 scale)."""
+    tallies = _Tallies()
+    for seed in range(cfg.first_seed, cfg.first_seed + cfg.clips):
+        clip = make_clip(seed, cfg.split, cfg.world)
+        streams = _streams(clip, cfg.tasks)
+        if streams:
+            _run_video(predictor, clip, streams, cfg, tallies)
+        if "image" in cfg.tasks:
+            _run_images(predictor, clip, cfg, tallies)
+    return _summary(tallies, cfg)
+
+
+@contextmanager
+def temporal_variant(predictor: HyperSegVideoPredictor, aggregate: bool, inject: bool) -> Iterator[None]:
+    """Switch the temporal adapter's parts of the predictor's model for the duration of the block."""
+    temporal: TemporalConfig = predictor.cfg.temporal
+    saved = (temporal.aggregate_prompts, temporal.inject_latents)
+    temporal.aggregate_prompts, temporal.inject_latents = aggregate, inject
+    try:
+        yield
+    finally:
+        temporal.aggregate_prompts, temporal.inject_latents = saved
+
+
+ABLATION_METRICS = ("referring_jf", "reasoning_jf", "vos_jf", "video_fps")
+
+
+def ablations(predictor: HyperSegVideoPredictor, cfg: EvalConfig, kinds: tuple[str, ...] = ("temporal", "keyframe")
+              ) -> dict[str, dict[str, object]]:
+    """Video metrics of each variant on the same clips: the temporal adapter's parts (with the VLLM on every
+    frame) and the VLLM key-frame interval (with the full temporal adapter)."""
+    unknown = set(kinds) - {"temporal", "keyframe"}
+    if unknown:
+        raise ValueError(f"unknown ablation kinds {sorted(unknown)}; choose temporal and/or keyframe")
+    video = EvalConfig(split=cfg.split, clips=cfg.clips, first_seed=cfg.first_seed, world=cfg.world,
+                       tasks=VIDEO_TASKS, point_radius_px=cfg.point_radius_px)
+    rows: dict[str, dict[str, object]] = {}
+    if "temporal" in kinds:
+        for name, (aggregate, inject) in TEMPORAL_VARIANTS.items():
+            with temporal_variant(predictor, aggregate, inject):
+                metrics = evaluate(predictor, video)
+            rows[f"temporal={name}"] = {k: metrics[k] for k in ABLATION_METRICS}
+    if "keyframe" in kinds:
+        for k in KEY_FRAME_INTERVALS:
+            with temporal_variant(predictor, True, True):
+                metrics = evaluate(predictor, replace(video, key_frame_interval=k))
+            rows[f"vllm_every={k}"] = {key: metrics[key] for key in ABLATION_METRICS}
+    return rows
