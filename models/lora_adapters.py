@@ -57,6 +57,8 @@ def unload_adapter(model: HyperSeg, name: str) -> None:
     if name == DEFAULT_ADAPTER:
         raise AdapterError("the default adapter belongs to the checkpoint and is never unloaded")
     peft_model = _peft(model)
+    if name not in peft_model.peft_config:
+        return
     if peft_model.active_adapter == name:
         peft_model.set_adapter(DEFAULT_ADAPTER)
     peft_model.delete_adapter(name)

@@ -28,7 +28,7 @@ class LoadedAdapter:
 
     def __del__(self) -> None:
         if self.name != DEFAULT_ADAPTER:
-            unload_adapter(self.model, self.name)
+            unload_adapter(self.model, self.name)  # a no-op when the replica is already tearing the model down
 
 
 @serve.deployment(name="VLLM")

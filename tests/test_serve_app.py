@@ -1,0 +1,200 @@
+"""The Serve app and per-stream actors on a real local Ray: split and fused give the in-process masks, LoRA
+adapters are chosen per stream, actors restore from checkpoints and are evicted when idle, /metrics has values."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.checkpoint import load_default_model
+from models.lora_adapters import save_adapter
+from operators.frame_codec import encode_jpeg
+from operators.local_stages import LocalStages
+from operators.prompt_spec import PromptSpec
+from operators.rle import decode_rle
+from operators.stream_processor import FrameInput
+from operators.synthetic import WorldConfig, make_clip
+from pipeline.records import validate_record
+from pipeline.stream_actor import StreamWorker
+from conftest import free_port
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = {
+    "cam-a": PromptSpec(task="referring", text="the small green triangle"),
+    "cam-b": PromptSpec(task="generic", classes=("circle", "square", "triangle"), generic_mode="instance"),
+}
+FRAMES = 3
+
+
+@pytest.fixture(scope="module")
+def adapters_dir(tmp_path_factory) -> Path:
+    """A second LoRA adapter, 'alt': the shipped adapter with random B matrices, so its masks differ."""
+    root = tmp_path_factory.mktemp("adapters")
+    model, _ = load_default_model()
+    save_adapter(model, root / "alt")
+    weights = root / "alt" / "adapter_model.safetensors"
+    generator = torch.Generator().manual_seed(0)
+    tensors = {k: torch.randn(v.shape, generator=generator) * 0.5 if "lora_B" in k else v
+               for k, v in load_file(str(weights)).items()}
+    save_file(tensors, str(weights))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster(adapters_dir):
+    """One Ray for the module; metrics exported every second on a known port; both app modes deployed."""
+    from pipeline.serve.app import build_app
+    from pipeline.serve.settings import AppArgs
+
+    metrics_port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=metrics_port,
+             _system_config={"metrics_report_interval_ms": 1000},
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}})
+    try:
+        common = {"transport_dtype": "float32", "adapters_dir": str(adapters_dir)}
+        serve.run(build_app(AppArgs(mode="split", **common)), name="hs-split", route_prefix=None)
+        serve.run(build_app(AppArgs(mode="fused", **common)), name="hs-fused", route_prefix=None)
+        yield metrics_port
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_stages(adapters_dir) -> LocalStages:
+    torch.set_num_threads(1)
+    return LocalStages.from_checkpoint(adapters_dir=adapters_dir)
+
+
+@pytest.fixture(scope="module")
+def clips() -> dict[str, list[bytes]]:
+    return {sid: [encode_jpeg(f) for f in make_clip(seed, "test", WorldConfig(num_frames=FRAMES + 1)).frames]
+            for seed, sid in enumerate(PROMPTS)}
+
+
+def frame_input(clips, stream_id: str, seq: int) -> FrameInput:
+    return FrameInput(seq=seq, capture_ts=100.0 + seq, codec="jpeg", payload=clips[stream_id][seq])
+
+
+def in_process(local_stages, clips, clip: str, prompt: PromptSpec, frames: int) -> list[dict]:
+    """The records an in-process worker makes for the first `frames` frames of `clip`."""
+    worker = StreamWorker(clip, lambda: local_stages, prompt)
+    return [worker.process(frame_input(clips, clip, seq)) for seq in range(frames)]
+
+
+def assert_same_masks(got: dict, expected: dict) -> None:
+    assert validate_record(got) is got
+    assert (got["frame_seq"], got["prompt_id"], got["model_id"]) == (  # stream ids may differ
+        expected["frame_seq"], expected["prompt_id"], expected["model_id"])
+    assert [o["label"] for o in got["objects"]] == [o["label"] for o in expected["objects"]]
+    for a, b in zip(got["objects"], expected["objects"]):
+        ma, mb = decode_rle(a["rle"]), decode_rle(b["rle"])
+        union = (ma | mb).sum()
+        assert union == 0 or (ma & mb).sum() / union > 0.99
+        assert a["score"] == pytest.approx(b["score"], abs=1e-3)
+
+
+def registry_for(app: str, **kwargs):
+    from pipeline.serve.serve_stages import ServeStagesFactory
+    from pipeline.stream_registry import RegistryConfig, StreamRegistry
+
+    return StreamRegistry(ServeStagesFactory(app), config=RegistryConfig(namespace=app), **kwargs)
+
+
+@pytest.mark.parametrize("app", ["hs-split", "hs-fused"])
+def test_serve_modes_match_in_process(cluster, app, local_stages, clips):
+    registry = registry_for(app)
+    actors = {sid: registry.get(sid, create_with=prompt) for sid, prompt in PROMPTS.items()}
+    pending = {sid: [] for sid in PROMPTS}
+    for seq in range(FRAMES):  # both streams in flight together: the deployments batch across them
+        for sid, actor in actors.items():
+            pending[sid].append(actor.process.remote(frame_input(clips, sid, seq)))
+    for sid, prompt in PROMPTS.items():
+        got = ray.get(pending[sid])
+        assert [r["frame_seq"] for r in got] == list(range(FRAMES))
+        for record, expected in zip(got, in_process(local_stages, clips, sid, prompt, FRAMES)):
+            assert_same_masks(record, expected)
+    for sid in PROMPTS:
+        registry.remove(sid)
+
+
+def test_lora_adapter_is_chosen_per_stream(cluster, local_stages, clips):
+    registry = registry_for("hs-split")
+    alt = PromptSpec(task="referring", text="the small green triangle", adapter="alt")
+    actor = registry.get("cam-alt", create_with=alt)
+    got = ray.get([actor.process.remote(frame_input(clips, "cam-a", seq)) for seq in range(2)])
+    expected = in_process(local_stages, clips, "cam-a", alt, 2)
+    default = in_process(local_stages, clips, "cam-a", PROMPTS["cam-a"], 2)
+    for record, want, other in zip(got, expected, default):
+        assert_same_masks(record, want)
+        assert record["objects"][0]["score"] != pytest.approx(other["objects"][0]["score"], abs=1e-4)
+    registry.remove("cam-alt")
+
+
+def test_killed_actor_resumes_from_checkpoint(cluster, local_stages, clips):
+    registry = registry_for("hs-split")
+    actor = registry.get("cam-a", create_with=PROMPTS["cam-a"])
+    ray.get([actor.process.remote(frame_input(clips, "cam-a", seq)) for seq in range(2)])
+    registry.checkpoint_all()
+    ray.kill(actor, no_restart=True)
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actor.last_seq.remote())
+    revived = registry.recover("cam-a")
+    assert ray.get(revived.last_seq.remote()) == 1
+    record = ray.get(revived.process.remote(frame_input(clips, "cam-a", 2)))
+    assert_same_masks(record, in_process(local_stages, clips, "cam-a", PROMPTS["cam-a"], 3)[2])
+    registry.remove("cam-a")
+
+
+def test_idle_stream_is_evicted_and_resumes(cluster, clips):
+    now = [0.0]
+    registry = registry_for("hs-fused", idle_timeout_s=10.0, clock=lambda: now[0])
+    actor = registry.get("cam-b", create_with=PROMPTS["cam-b"])
+    ray.get(actor.process.remote(frame_input(clips, "cam-b", 0)))
+    now[0] = 5.0
+    assert registry.evict_idle() == []
+    now[0] = 20.0
+    assert registry.evict_idle() == ["cam-b"] and registry.streams() == []
+    with pytest.raises(ValueError):  # the named actor is gone: its process and resources are freed
+        ray.get_actor(registry.actor_name("cam-b"), namespace="hs-fused")
+    resumed = registry.get("cam-b")
+    assert ray.get(resumed.last_seq.remote()) == 0
+    assert ray.get(resumed.process.remote(frame_input(clips, "cam-b", 1)))["frame_seq"] == 1
+    registry.remove("cam-b")
+
+
+def test_metrics_are_scrapeable(cluster):
+    from monitoring.metrics import start_metrics_server
+
+    router_port = free_port()
+    start_metrics_server(router_port, "127.0.0.1")
+    registry = registry_for("hs-split")
+    actor = registry.get("cam-m", create_with=PROMPTS["cam-a"])
+    router = urllib.request.urlopen(f"http://127.0.0.1:{router_port}/metrics", timeout=5).read().decode()
+    assert "hyperseg_active_streams 1.0" in router
+    ray.get(actor.process.remote(FrameInput(0, 1.0, "jpeg", encode_jpeg(np.zeros((64, 64, 3), np.uint8)))))
+    deadline = time.monotonic() + 30
+    while True:  # Ray's agents report every second (metrics_report_interval_ms above)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{cluster}/metrics", timeout=5).read().decode()
+        frames = [line for line in text.splitlines()
+                  if line.startswith("ray_hyperseg_frames_processed_total{") and 'stream="cam-m"' in line]
+        if frames and 'ray_hyperseg_stage_latency_seconds_count{' in text:
+            break
+        assert time.monotonic() < deadline, f"Ray's /metrics has no frames for cam-m: {frames}"
+        time.sleep(1)
+    assert float(frames[0].rsplit(" ", 1)[1]) >= 1
+    stages = {line.split('stage="')[1].split('"')[0] for line in text.splitlines()
+              if line.startswith("ray_hyperseg_stage_latency_seconds_count{")}
+    assert {"decode", "encode", "vllm", "predictor", "frame"} <= stages
+    registry.remove("cam-m")
