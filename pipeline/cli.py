@@ -8,10 +8,15 @@ import sys
 # subcommand -> (module, function(argv) -> exit code, help); imported lazily: Ray and torch load slowly
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "model-info": ("pipeline.model_info", "main", "parameter counts of a preset"),
-    "demo": ("pipeline.demo", "main", "run the model on a sample clip and write an overlay video"),
+    "demo": ("pipeline.stream_demo", "main", "the streaming demo: broker, Ray Serve, two streams, overlay videos"),
+    "demo-model": ("pipeline.demo", "main", "run the model alone on a sample clip and write an overlay video"),
     "train": ("pipeline.train", "main", "train HyperSeg on the synthetic world (CPU or GPU)"),
     "eval": ("pipeline.evaluate", "main", "J&F / gIoU / PQ of a checkpoint on the synthetic test split"),
     "ingest": ("pipeline.ingest", "ingest_main", "read cameras/files/RTSP and publish frames to Kafka"),
+    "run": ("pipeline.router", "run_main", "the worker: frames topic -> per-stream actors -> masks topic"),
+    "control": ("pipeline.control", "control_main", "add/remove a stream, change its prompt or LoRA adapter"),
+    "subscribe": ("pipeline.subscribe", "subscribe_main", "print/save mask records, render an overlay video"),
+    "bench-boundaries": ("pipeline.bench_boundaries", "main", "bytes/dtype per Serve boundary, stage latency"),
 }
 
 
