@@ -12,7 +12,7 @@ Names (Ray adds the `ray_` prefix):
   hyperseg_frames_processed_total{stream}       counter: frames that produced a mask record
   hyperseg_frames_dropped_total{stream}         counter: sequence gaps seen by the stream (dropped upstream)
   hyperseg_frame_errors_total{stream,kind}      counter: frames that failed (decode, prompt, sequence, ...)
-  hyperseg_queue_depth{stage}                   gauge: requests waiting in a stage (batch queue)
+  hyperseg_queue_depth{stage}                   gauge: frames submitted and not yet finished (router)
   hyperseg_active_streams                       gauge: per-stream actors alive in this router
   hyperseg_evictions_total                      counter: idle streams checkpointed and evicted
 """
@@ -42,7 +42,7 @@ METRICS = {
         MetricDef("hyperseg_frames_processed_total", "counter", "Frames that produced a mask record", ("stream",)),
         MetricDef("hyperseg_frames_dropped_total", "counter", "Frames missing from a stream's sequence", ("stream",)),
         MetricDef("hyperseg_frame_errors_total", "counter", "Frames that failed", ("stream", "kind")),
-        MetricDef("hyperseg_queue_depth", "gauge", "Requests waiting in a stage's batch queue", ("stage",)),
+        MetricDef("hyperseg_queue_depth", "gauge", "Frames submitted and not yet finished", ("stage",)),
         MetricDef("hyperseg_active_streams", "gauge", "Per-stream actors alive in this router"),
         MetricDef("hyperseg_evictions_total", "counter", "Idle streams checkpointed and evicted"),
     )

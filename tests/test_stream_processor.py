@@ -151,3 +151,29 @@ def test_worker_returns_schema_valid_records(stages, jpegs):
     assert restored.last_seq() == 0 and restored.stats()["prompt_id"] == CLASSES.prompt_id
     with pytest.raises(ValueError, match="belongs to stream 'cam'"):
         StreamWorker("other", lambda: stages, restore=worker.checkpoint())
+
+
+def h264_packets(frames: list[np.ndarray]) -> list[tuple[bytes, bool]]:
+    """Annex B H.264 packets as ingest's pass-through mode sends them (low delay: no B-frames)."""
+    import av
+
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt, ctx.framerate = frames[0].shape[1], frames[0].shape[0], "yuv420p", 10
+    ctx.options = {"tune": "zerolatency", "bf": "0"}
+    packets = []
+    for rgb in [*frames, None]:
+        source = None if rgb is None else av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        packets += [(bytes(p), bool(p.is_keyframe)) for p in ctx.encode(source)]
+    return packets
+
+
+def test_h264_pass_through_packets(stages):
+    frames = make_clip(1, "test", WorldConfig(num_frames=3)).frames
+    packets = h264_packets(frames)
+    assert [key for _, key in packets] == [True, False, False]
+    processor = StreamProcessor("cam", stages, stages.model_id, REFER)
+    outs = [processor.process(FrameInput(seq, 0.0, "h264", data, key)) for seq, (data, key) in enumerate(packets)]
+    assert [o.seq for o in outs] == [0, 1, 2] and outs[0].masks.shape == (1, 256, 256)
+    restarted = StreamProcessor("cam", stages, stages.model_id, REFER)  # e.g. restored mid-GOP
+    with pytest.raises(FrameDecodeError, match="waiting for a key frame"):
+        restarted.process(FrameInput(1, 0.0, "h264", packets[1][0], False))

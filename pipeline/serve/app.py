@@ -18,6 +18,9 @@ from pipeline.serve.replica import deployment_options
 from pipeline.serve.settings import AppArgs
 from pipeline.serve.vllm import VLLM
 
+# Deployment names per mode (what deploy/serve_config.yaml may override), besides the Gateway ingress.
+DEPLOYMENTS = {"split": ("Decode", "Encode", "VLLM", "Predictor"), "fused": ("Decode", "Fused")}
+
 
 def build_app(args: AppArgs) -> Application:
     decode = Decode.options(**deployment_options(args.decode)).bind(args.decode)
