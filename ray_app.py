@@ -1,10 +1,9 @@
 """Entry point of the Ray Serve application (`serve run ray_app:app`, `serve deploy deploy/serve_config.yaml`).
 
 `app` is the split application with default settings; `app_builder` takes typed arguments
-(pipeline/serve/settings.py AppArgs), e.g. `serve run ray_app:app_builder mode=fused`.
+(pipeline/serve/settings.py AppArgs), e.g. `serve run ray_app:app_builder mode=fused`. (No postponed annotations
+here: Serve inspects the builder's annotation to validate `args` into AppArgs.)
 """
-
-from __future__ import annotations
 
 from ray.serve import Application
 

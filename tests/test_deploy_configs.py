@@ -53,3 +53,13 @@ def test_dashboard_queries_only_metrics_that_exist():
             base = token.split("[")[0].removeprefix("ray_")
             base = base.removesuffix("_bucket")
             assert base in METRICS, f"dashboard queries unknown metric {token}"
+
+
+def test_builder_annotation_is_a_class_serve_can_validate_args_with():
+    import inspect
+
+    import ray_app
+
+    # Serve validates `args:` into the builder's pydantic annotation only when it is a class, not a string
+    # (a `from __future__ import annotations` in ray_app.py would silently hand the builder a dict).
+    assert inspect.signature(ray_app.app_builder).parameters["args"].annotation is AppArgs
