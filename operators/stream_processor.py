@@ -87,7 +87,8 @@ class Stages(Protocol):
     model_id: str
 
     def decode(self, payload: bytes, codec: str) -> np.ndarray:
-        """Still-image payload (JPEG) -> (H, W, 3) uint8 RGB."""
+        """Still-image payload (JPEG) -> (H, W, 3) uint8 RGB, or any frame stand-in with that `.shape` which this
+        Stages' `run` accepts (the Serve stages leave the pixels in the Decode replica)."""
 
     def run(self, request: FrameRequest, adapter: str) -> tuple[FrameResult, StreamState]:
         """One frame of one stream through encode / VLLM (when `request.run_vllm`) / predictor."""

@@ -121,11 +121,11 @@ def measure_crossings(predictor: HyperSegVideoPredictor, frames: list[np.ndarray
     masks, instance = predictor.predict_batch(batch.pyramid, [state.queries], [pooled], [task_prompt], [size])[0]
     finish_frame(cfg, masks, instance, task_prompt, state)
     record = to_mask_record(_processed(masks, prompt, size))
-    fused_in = FrameRequest(frame, task_prompt, previous)
+    fused_in = FrameRequest(None, task_prompt, previous)  # the frame travels Decode -> Fused on its own
     fused_out = predictor.step(frame, task_prompt, previous)
     rows = [
         ("both", "Kafka -> stream actor -> Decode (JPEG payload)", "every frame", jpeg),
-        ("both", "Decode -> stream actor -> encoder (RGB frame)", "every frame", frame),
+        ("split", "Decode -> Encode (object store)", "every frame", frame),
         ("split", "Encode -> VLLM (object store)", "key frames", encoded),
         ("split", "Encode -> Predictor (object store)", "every frame", encoded),
         ("split", "stream actor -> VLLM (prompt, carried latents)", "key frames", call),
@@ -133,7 +133,8 @@ def measure_crossings(predictor: HyperSegVideoPredictor, frames: list[np.ndarray
         ("split", "stream actor -> Predictor (E_Q, pooled E_P)", "every frame",
          (state.queries, pooled, task_prompt, size)),
         ("split", "Predictor -> stream actor (masks, instance embeddings)", "every frame", (masks, instance)),
-        ("fused", "stream actor -> Fused (frame, prompt, state)", "every frame", fused_in),
+        ("fused", "Decode -> Fused (object store)", "every frame", frame),
+        ("fused", "stream actor -> Fused (prompt, state)", "every frame", fused_in),
         ("fused", "Fused -> stream actor (masks, state)", "every frame", fused_out),
         ("both", "stream actor -> Kafka (mask record JSON)", "every frame",
          json.dumps(record, separators=(",", ":")).encode()),

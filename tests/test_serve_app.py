@@ -129,6 +129,19 @@ def test_serve_modes_match_in_process(cluster, app, local_stages, clips):
         registry.remove(sid)
 
 
+def test_garbled_frame_fails_clearly_and_keeps_the_stream(cluster, clips):
+    from operators.frame_codec import FrameDecodeError
+
+    registry = registry_for("hs-split")
+    actor = registry.get("cam-g", create_with=PROMPTS["cam-a"])
+    ray.get(actor.process.remote(frame_input(clips, "cam-a", 0)))
+    with pytest.raises(FrameDecodeError, match="not a JPEG"):
+        ray.get(actor.process.remote(FrameInput(1, 0.0, "jpeg", b"garbage")))
+    assert ray.get(actor.last_seq.remote()) == 0
+    assert ray.get(actor.process.remote(frame_input(clips, "cam-a", 1)))["frame_seq"] == 1
+    registry.remove("cam-g")
+
+
 def test_lora_adapter_is_chosen_per_stream(cluster, local_stages, clips):
     registry = registry_for("hs-split")
     alt = PromptSpec(task="referring", text="the small green triangle", adapter="alt")

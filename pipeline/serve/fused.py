@@ -6,8 +6,10 @@ streams are split by LoRA adapter (Serve model multiplexing, as in the split VLL
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 from ray import serve
 
 from models.lora_adapters import DEFAULT_ADAPTER
@@ -34,8 +36,9 @@ class Fused:
     async def get_adapter(self, name: str) -> str:
         return name  # LocalStages loads adapters on first use
 
-    async def __call__(self, request: FrameRequest) -> tuple[FrameResult, StreamState]:
-        return await self.step_batch(request)
+    async def __call__(self, request: FrameRequest, frame: np.ndarray) -> tuple[FrameResult, StreamState]:
+        """`frame` travels apart from the request so it can come straight from the Decode deployment."""
+        return await self.step_batch(replace(request, frame=frame))
 
     @serve.batch
     async def step_batch(self, requests: list[FrameRequest]) -> list[tuple[FrameResult, StreamState]]:

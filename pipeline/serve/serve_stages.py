@@ -1,19 +1,21 @@
 """`Stages` on the Serve app's deployments, for a per-stream actor (operators/stream_processor.py).
 
-Split mode chains the stage deployments per frame. The encoder features never pass through the actor: the Encode
-DeploymentResponse goes straight into the VLLM and Predictor calls and Ray moves the tensors between the
-replicas. What the actor sends and receives is small: the frame, E_Q / E_P / latents, and the final masks. The
-per-stream state transitions are the same functions the fused path runs (models/video_predictor.py), so both modes
-give the same masks.
+Neither the decoded frame nor the encoder features pass through the actor: `decode` returns a `RemoteFrame` (the
+Decode DeploymentResponse and the size read from the JPEG header), which goes straight into the Encode (split) or
+Fused call, and the Encode response goes straight into the VLLM and Predictor calls; Ray moves the pixels and
+tensors between the replicas. What the actor sends and receives is small: the JPEG, E_Q / E_P / latents, the
+state (fused) and the final masks. The per-stream state transitions are the same functions the fused path runs
+(models/video_predictor.py), so both modes give the same masks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentResponse
 
 from models.config import HyperSegConfig
 from models.postprocess import FrameResult
@@ -27,10 +29,24 @@ from models.video_predictor import (
     start_state,
     vllm_call,
 )
+from operators.jpeg_header import jpeg_size
 from operators.stream_processor import Stages
 
 APP_NAME = "hyperseg"
 GATEWAY = "Gateway"
+
+
+@dataclass(frozen=True)
+class RemoteFrame:
+    """A frame decoded in the Decode deployment and left there; `shape` is all the actor needs of it."""
+
+    response: DeploymentResponse
+    shape: tuple[int, int, int]
+
+
+def _pixels(frame: RemoteFrame | np.ndarray) -> DeploymentResponse | np.ndarray:
+    """What to pass on for a frame: the Decode response, or pixels the actor decoded itself (H.264 packets)."""
+    return frame.response if isinstance(frame, RemoteFrame) else frame
 
 
 class _ServeStagesBase:
@@ -40,8 +56,9 @@ class _ServeStagesBase:
         self.config = HyperSegConfig.from_dict(info["config"])
         self.model_id: str = info["model_id"]
 
-    def decode(self, payload: bytes, codec: str) -> np.ndarray:
-        return self.decoder.remote(payload, codec).result()
+    def decode(self, payload: bytes, codec: str) -> RemoteFrame:
+        height, width = jpeg_size(payload)  # a payload that is not a JPEG fails here, before any stage runs
+        return RemoteFrame(self.decoder.remote(payload, codec), (height, width, 3))
 
 
 class SplitServeStages(_ServeStagesBase):
@@ -53,7 +70,7 @@ class SplitServeStages(_ServeStagesBase):
 
     def run(self, request: FrameRequest, adapter: str) -> tuple[FrameResult, StreamState]:
         state = start_state(request, "cpu")
-        encoded = self.encoder.remote(request.frame)  # not awaited here: handed on as a reference
+        encoded = self.encoder.remote(_pixels(request.frame))  # handed on as references, never fetched here
         if needs_vllm(request, state):
             call = vllm_call(request.prompt, state, self.config)
             apply_vllm(state, self.vllm.options(multiplexed_model_id=adapter).remote(encoded, call).result())
@@ -70,7 +87,8 @@ class FusedServeStages(_ServeStagesBase):
         self.fused = serve.get_deployment_handle("Fused", app_name)
 
     def run(self, request: FrameRequest, adapter: str) -> tuple[FrameResult, StreamState]:
-        return self.fused.options(multiplexed_model_id=adapter).remote(request).result()
+        frame = _pixels(request.frame)  # a top-level argument: Serve resolves it inside the Fused replica
+        return self.fused.options(multiplexed_model_id=adapter).remote(replace(request, frame=None), frame).result()
 
 
 @dataclass(frozen=True)
