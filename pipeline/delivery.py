@@ -96,13 +96,16 @@ class Publisher:
         return self.mode == "exactly-once"
 
     def begin(self) -> None:
-        """Open a transaction (exactly-once; a no-op otherwise)."""
+        """Open a transaction if none is open (exactly-once; a no-op otherwise). Opened as late as possible,
+        when the first output is ready, so a crash while frames are processed leaves nothing half-written."""
         if self.transactional and not self._in_transaction:
             self.producer.begin_transaction()
             self._in_transaction = True
 
     def send(self, topic: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]], cell: list[Any] | None) -> None:
-        """Send one record; ``cell`` (from the tracker) is marked done once the broker acknowledged it."""
+        """Send one record (opening a transaction if none is open); ``cell`` (from the tracker) is marked done
+        once the broker acknowledged it."""
+        self.begin()
         future = self.producer.send(topic, key=key, value=value, headers=headers)
         if cell is not None:
             if self.transactional:

@@ -27,9 +27,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.future import Future as KafkaFuture
+from kafka.partitioner.default import murmur2
 
 from operators.stream_processor import SequenceError
 from pipeline.broker import EmbeddedBroker, consumer_config
@@ -41,6 +42,10 @@ from pipeline.stream_backends import StreamBackend, make_backend
 from pipeline.topics import STATE_MAX_BYTES, TopicLayout
 
 log = logging.getLogger(__name__)
+
+#: Group settings against the embedded broker: its fast join, with room for a slow batch on a busy CPU
+#: (a router that does not poll within max_poll_interval_ms loses its partitions).
+EMBEDDED_GROUP_OVERRIDES: dict[str, int] = {**EmbeddedBroker.GROUP_OVERRIDES, "max_poll_interval_ms": 120_000}
 
 
 @dataclass(frozen=True)
@@ -98,17 +103,42 @@ class _Pending:
     cell: list[Any]
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    """Forwards the consumer's rebalance callbacks (run inside ``poll``) to the router."""
+def _off_loop(work: Callable[[list[TopicPartition]], None], partitions: list[TopicPartition]) -> KafkaFuture:
+    """Run ``work`` in a thread and return a future the consumer's I/O loop can await.
+
+    kafka-python 3 calls rebalance listeners on its I/O loop, which must keep heart-beating while a hand-over
+    drains frames and checkpoints actors, and which cannot serve a blocking consumer call (commit) made from
+    itself. A worker thread does the work; the loop awaits its future.
+    """
+    future = KafkaFuture()
+
+    def run() -> None:
+        try:
+            work(partitions)
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator, which logs it
+            log.exception("rebalance work %s failed", getattr(work, "__name__", work))
+            future.failure(exc)
+        else:
+            future.success(None)
+
+    threading.Thread(target=run, name="rebalance", daemon=True).start()
+    return future
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Forwards the consumer's rebalance callbacks to the router, off the consumer's I/O loop."""
 
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.router.hand_over(list(revoked))
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await _off_loop(self.router.hand_over, list(revoked))
 
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.router.take_over(list(assigned))
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await _off_loop(self.router.take_over, list(assigned))
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        await _off_loop(self.router.lose, list(lost))
 
 
 class Router:
@@ -124,6 +154,8 @@ class Router:
         self._stream_partition: dict[str, TopicPartition] = {}
         self._done_seq: dict[str, int] = {}
         self._paused = False
+        #: Set once the router holds partitions (tests and the demo start producing after it).
+        self.ready = threading.Event()
         overrides = settings.consumer_overrides
         self.consumer = KafkaConsumer(**consumer_config(settings.bootstrap, settings.group_id, **overrides))
         self.publisher = Publisher(
@@ -141,16 +173,22 @@ class Router:
         """Apply control operations: prompts and adapters are set on the actor when their frame comes."""
         for op in ops:
             log.info("control: %s %s", op.op, op.stream_id)
-            if op.op == "remove-stream":
-                self._drain(lambda p: p.stream_id == op.stream_id)
-                self.backend.release(op.stream_id)
-                self._done_seq.pop(op.stream_id, None)
-            elif op.op == "add-stream" and self.backend.has(op.stream_id):
-                self.backend.release(op.stream_id)  # re-added: start over with the new prompt
+            if op.op == "remove-stream" or (op.op == "add-stream" and self.backend.has(op.stream_id)):
+                self._forget(op.stream_id)  # re-added streams start over with the new prompt
             try:
                 self.control.apply(op)
             except RecordError as exc:
                 log.error("control ignored: %s", exc)
+        if any(op.op == "add-stream" for op in ops) and self.consumer.assignment():
+            self._prewarm(list(self.consumer.assignment()))
+
+    def _forget(self, stream_id: str) -> None:
+        """Finish the stream's frames, drop its actor and its stored checkpoint (a tombstone)."""
+        self._drain(lambda p: p.stream_id == stream_id)
+        self.backend.release(stream_id)
+        self.state_store.save(self.publisher, stream_id, None)
+        self._done_seq.pop(stream_id, None)
+        self._stream_partition.pop(stream_id, None)
 
     # ---- frames --------------------------------------------------------------------------------------------
     def _counters(self, stream_id: str) -> StreamCounters:
@@ -170,34 +208,50 @@ class Router:
         counters = self._counters(stream_id)
         counters.taken += 1
         config = self.control.streams.get(stream_id)
-        skip_reason = None
         if config is None:
-            skip_reason = "removed" if stream_id in self.control.removed else "not configured (no add-stream)"
-        elif meta.seq <= self._done_seq.get(stream_id, -1):
-            skip_reason = "already processed before the last checkpoint"
-        elif self.settings.max_lag_s is not None and time.time() - meta.capture_ts > self.settings.max_lag_s:
+            reason = "removed" if stream_id in self.control.removed else "not configured (no add-stream)"
+            self._skip(stream_id, meta.seq, cell, reason)
+            return
+        self._stream_partition[stream_id] = tp
+        self._open(stream_id)
+        if meta.seq <= self._done_seq.get(stream_id, -1):
+            self._skip(stream_id, meta.seq, cell, "already processed before the last checkpoint")
+            return
+        if self.settings.max_lag_s is not None and time.time() - meta.capture_ts > self.settings.max_lag_s:
             counters.dropped_lag += 1
             cell[1] = True
             return
-        if skip_reason is not None:
-            if counters.skipped == 0:
-                log.warning("stream %s: frame %d skipped: %s", stream_id, meta.seq, skip_reason)
-            counters.skipped += 1
-            cell[1] = True
-            return
-        assert config is not None
-        self._stream_partition[stream_id] = tp
-        if not self.backend.has(stream_id):
-            self.backend.open(stream_id, config.prompt, restore=self.state_store.latest(stream_id))
-            self._done_seq[stream_id] = self.backend.last_seq(stream_id)
-            if meta.seq <= self._done_seq[stream_id]:
-                counters.skipped += 1
-                cell[1] = True
-                return
         if self.control.due(stream_id, meta.seq):  # queued behind the stream's earlier frames: next frame on
             self.backend.set_prompt(stream_id, config.prompt)
         future = self.backend.process(stream_id, record.value, meta)
         self._queues.setdefault(stream_id, deque()).append(_Pending(stream_id, meta.seq, meta.capture_ts, future, cell))
+
+    def _skip(self, stream_id: str, seq: int, cell: list[Any], reason: str) -> None:
+        counters = self._counters(stream_id)
+        if counters.skipped == 0:
+            log.warning("stream %s: frame %d skipped: %s", stream_id, seq, reason)
+        counters.skipped += 1
+        cell[1] = True
+
+    def _open(self, stream_id: str) -> None:
+        """Make sure the stream has its actor (restored from its latest checkpoint) and its last processed seq."""
+        if not self.backend.has(stream_id):
+            prompt = self.control.streams[stream_id].prompt
+            self._done_seq[stream_id] = self.backend.open(stream_id, prompt, self.state_store.latest(stream_id))
+
+    def _prewarm(self, assigned: list[TopicPartition]) -> None:
+        """Create the actors of configured streams whose key maps to an assigned partition, so their first
+        frame does not wait for actor start-up (assumes producers use the default key partitioner)."""
+        by_topic = [tp for tp in assigned if tp.topic == self.topics.frames]
+        partitions = self.consumer.partitions_for_topic(self.topics.frames) or set()
+        for stream_id in self.control.streams:
+            if partitions and stream_id not in self._stream_partition:
+                index = (murmur2(stream_id.encode("utf-8")) & 0x7FFFFFFF) % len(partitions)
+                tp = TopicPartition(self.topics.frames, sorted(partitions)[index])
+                if tp in by_topic:
+                    self._stream_partition[stream_id] = tp
+                    prompt = self.control.streams[stream_id].prompt
+                    self._done_seq[stream_id] = self.backend.open(stream_id, prompt, self.state_store.latest(stream_id))
 
     def publish_ready(self) -> None:
         """Publish, per stream in order, every mask record whose frame is done (a stream's head blocks it)."""
@@ -246,11 +300,10 @@ class Router:
         self._drain()
         self.publisher.flush()
         streams = [s for s, tp in self._stream_partition.items() if tp in revoked]
-        self.publisher.begin()
         for stream_id in streams:
             state = self.backend.release(stream_id)
             if state is not None:
-                self.state_store.save(self.publisher.producer, stream_id, state)
+                self.state_store.save(self.publisher, stream_id, state)
             self._stream_partition.pop(stream_id, None)
             self._done_seq.pop(stream_id, None)
         self.publisher.flush()
@@ -259,10 +312,24 @@ class Router:
         if streams:
             log.info("handed over %s (partitions %s)", streams, [tp.partition for tp in revoked])
 
+    def lose(self, lost: list[TopicPartition]) -> None:
+        """Partitions were taken away without a hand-over (this router missed the group's deadlines): their
+        frames now belong to another router, so nothing is committed or checkpointed; the actors are dropped."""
+        log.warning("lost partitions %s; their streams restart elsewhere", [tp.partition for tp in lost])
+        self.publisher.abort()
+        for stream_id in [s for s, tp in self._stream_partition.items() if tp in lost]:
+            self._queues.pop(stream_id, None)
+            self.backend.release(stream_id)
+            self._stream_partition.pop(stream_id, None)
+            self._done_seq.pop(stream_id, None)
+        self.publisher.tracker.forget(lost)
+
     def take_over(self, assigned: list[TopicPartition]) -> None:
         """Partitions arrive: read the latest checkpoints so their streams resume where they were."""
         self.state_store.refresh()
+        self._prewarm(assigned)
         log.info("assigned partitions %s", [tp.partition for tp in assigned])
+        self.ready.set()
 
     # ---- main loop ---------------------------------------------------------------------------------------
     def _backpressure(self, taken: int) -> None:
@@ -297,14 +364,13 @@ class Router:
                 records = [r for part in batch.values() for r in part]
                 if records:
                     last_frame = time.monotonic()
-                    self.publisher.begin()
                     for record in records:
                         self.take(record)
                     taken += len(records)
                 if transactional:
                     if records:
                         self._drain()
-                        self.publisher.commit()
+                    self.publisher.commit()  # the batch's masks, offsets and any state writes, atomically
                 else:
                     self.publish_ready()
                     if time.monotonic() - last_commit > self.settings.commit_interval_s:
@@ -365,7 +431,7 @@ def run_main(argv: list[str]) -> int:
         max_lag_s=args.max_lag,
         max_frames=args.max_frames,
         idle_exit_s=args.idle_exit,
-        consumer_overrides=dict(EmbeddedBroker.GROUP_OVERRIDES) if args.fast_group_join else {},
+        consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES) if args.fast_group_join else {},
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

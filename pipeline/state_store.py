@@ -11,18 +11,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.producer.future import FutureRecordMetadata
+from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.broker import consumer_config
+from pipeline.delivery import Publisher
 
 #: Header marking a state record; lets a reader tell it from any stray record on the topic.
 STATE_HEADERS = [("content-type", b"application/x-hyperseg-stream-state")]
 
 
 class StreamStateStore:
-    """Latest checkpoint of every stream, read from the state topic; writes go through the caller's producer
-    (so in exactly-once mode they join the caller's transaction)."""
+    """Latest checkpoint of every stream, read from the state topic; writes go through the router's publisher
+    (so in exactly-once mode they join its transaction)."""
 
     def __init__(self, bootstrap: str, topic: str, **consumer_overrides: Any) -> None:
         self.topic = topic
@@ -52,10 +52,10 @@ class StreamStateStore:
         """The newest checkpoint of ``stream_id`` seen by the last :meth:`refresh`, or None."""
         return self._latest.get(stream_id)
 
-    def save(self, producer: KafkaProducer, stream_id: str, state: bytes | None) -> FutureRecordMetadata:
+    def save(self, publisher: Publisher, stream_id: str, state: bytes | None) -> None:
         """Write a checkpoint (None: a tombstone, the stream's state is gone) and remember it locally."""
         self._latest[stream_id] = state
-        return producer.send(self.topic, key=stream_id.encode("utf-8"), value=state, headers=STATE_HEADERS)
+        publisher.send(self.topic, stream_id.encode("utf-8"), state, STATE_HEADERS, None)
 
     def close(self) -> None:
         self._consumer.close()

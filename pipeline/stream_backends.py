@@ -26,12 +26,13 @@ def frame_input(payload: bytes, meta: FrameMeta) -> FrameInput:
                       keyframe=meta.keyframe)
 
 
-def prompt_changed(checkpoint: bytes, prompt: PromptSpec) -> bool:
-    """Whether a checkpoint was taken under another prompt than ``prompt`` (the control table is the truth:
-    a prompt changed while the stream moved between routers must win, and reset the old prompt's state)."""
+def checkpoint_summary(checkpoint: bytes, prompt: PromptSpec) -> tuple[bool, int]:
+    """(prompt changed, last processed seq or -1) of a checkpoint. The control table is the truth: a prompt
+    changed while the stream moved between routers must win, and reset the old prompt's state."""
     header, _ = read_checkpoint(checkpoint)
     current = header["pending_prompt"] or header["prompt"]
-    return current is None or PromptSpec.from_dict(current).prompt_id != prompt.prompt_id
+    changed = current is None or PromptSpec.from_dict(current).prompt_id != prompt.prompt_id
+    return changed, -1 if header["last_seq"] is None else int(header["last_seq"])
 
 
 class StreamBackend(Protocol):
@@ -40,11 +41,9 @@ class StreamBackend(Protocol):
     def has(self, stream_id: str) -> bool:
         """Whether the stream has a live processor here."""
 
-    def open(self, stream_id: str, prompt: PromptSpec, restore: bytes | None) -> None:
-        """Create the stream's processor, from a checkpoint when given (the control table's prompt wins)."""
-
-    def last_seq(self, stream_id: str) -> int:
-        """Sequence number of the last frame the stream processed (-1: none)."""
+    def open(self, stream_id: str, prompt: PromptSpec, restore: bytes | None) -> int:
+        """Create the stream's worker, from a checkpoint when given (the control table's prompt wins);
+        returns the sequence number of the last frame it processed (-1: none)."""
 
     def set_prompt(self, stream_id: str, prompt: PromptSpec) -> None:
         """Queue a prompt change behind the frames already submitted."""
@@ -80,14 +79,11 @@ class _WorkerBackend:
     def has(self, stream_id: str) -> bool:
         return stream_id in self.handles
 
-    def open(self, stream_id: str, prompt: PromptSpec, restore: bytes | None) -> None:
+    def open(self, stream_id: str, prompt: PromptSpec, restore: bytes | None) -> int:
         # A restored worker keeps its temporal state unless the prompt changed while the stream moved.
-        keep = restore is not None and not prompt_changed(restore, prompt)
-        self.handles[stream_id] = self._create(stream_id, None if keep else prompt, restore)
-
-    def last_seq(self, stream_id: str) -> int:
-        last = self._call(self.handles[stream_id], "last_seq").result()
-        return -1 if last is None else int(last)
+        changed, last_seq = checkpoint_summary(restore, prompt) if restore is not None else (True, -1)
+        self.handles[stream_id] = self._create(stream_id, prompt if changed else None, restore)
+        return last_seq
 
     def set_prompt(self, stream_id: str, prompt: PromptSpec) -> None:
         self._call(self.handles[stream_id], "set_prompt", prompt)

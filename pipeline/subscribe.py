@@ -104,14 +104,14 @@ def iter_mask_records(
         consumer.close()
 
 
-def _file_frames(source: str) -> Iterator[tuple[int, np.ndarray]]:
+def file_frames(source: str) -> Iterator[tuple[int, np.ndarray]]:
     """(seq, RGB frame) of a file or URL, numbered as ingest numbers them."""
     with av.open(source) as container:
         for seq, frame in enumerate(container.decode(video=0)):
             yield seq, frame.to_ndarray(format="rgb24")
 
 
-def _topic_frames(bootstrap: str, topic: str, stream_id: str, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
+def topic_frames(bootstrap: str, topic: str, stream_id: str, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
     """(seq, RGB frame) of one stream's JPEG records on the frames topic, until every wanted seq was seen."""
     consumer = KafkaConsumer(**consumer_config(bootstrap, None))
     try:
@@ -194,9 +194,9 @@ def subscribe_main(argv: list[str]) -> int:
             save.close()
     if args.overlay:
         frames = (
-            _file_frames(args.source)
+            file_frames(args.source)
             if args.source
-            else _topic_frames(args.bootstrap, args.frames_topic, args.stream, {r["frame_seq"] for r in kept})
+            else topic_frames(args.bootstrap, args.frames_topic, args.stream, {r["frame_seq"] for r in kept})
         )
         written = render_overlay(kept, frames, args.overlay, args.fps)
         print(f"overlay: {written} frames -> {args.overlay}", file=sys.stderr)
