@@ -28,7 +28,10 @@ import torch
 
 from models.config import HyperSegConfig
 from models.hyperseg import EncodedFrame
+from models.build import build_hyperseg_3b
+from models.hyperseg import HyperSeg
 from models.presets import preset_config
+from models.stage_parts import STAGE_PARTS, parameter_count
 from models.video_predictor import (
     FrameRequest,
     HyperSegVideoPredictor,
@@ -94,6 +97,12 @@ def encoder_feature_values(cfg: HyperSegConfig) -> tuple[int, int]:
     side = cfg.pyramid.image_size
     pyramid = sum(c * (side // (4 * 2**i)) ** 2 for i, c in enumerate(cfg.pyramid.channels))
     return cfg.vision.num_tokens * cfg.language.hidden_size, pyramid
+
+
+def replica_parameters(model: HyperSeg) -> dict[str, int]:
+    """Parameters each replica holds: split stages keep only their parts (models/stage_parts.py), fused all."""
+    held = {stage: sum(parameter_count(getattr(model, name)) for name in parts) for stage, parts in STAGE_PARTS.items()}
+    return {**held, "fused": parameter_count(model)}
 
 
 def timed(fn: Any) -> tuple[Any, float]:
@@ -229,6 +238,11 @@ def markdown(report: dict[str, Any]) -> str:
     for name, (tokens, pyramid) in report["encoder_values"].items():
         total = tokens + pyramid
         lines.append(f"| {name} | {tokens:,} | {pyramid:,} | {4 * total / 1e6:.2f} MB | {2 * total / 1e6:.2f} MB |")
+    lines += ["", "**Parameters held per replica** (split replicas keep only their stage's parts):", "",
+              "| model | Encode | VLLM | Predictor | Fused |", "|---|---:|---:|---:|---:|"]
+    for name, p in report["replica_parameters"].items():
+        lines.append(f"| {name} | {p['encode'] / 1e6:,.1f} M | {p['vllm'] / 1e6:,.1f} M | {p['predictor'] / 1e6:,.1f} M "
+                     f"| {p['fused'] / 1e6:,.1f} M |")
     lines += ["", "**Stage latency** (median ms per batch, batch = streams in one forward pass; split stages "
               "exclude transport):", "", "| batch | decode | encode | vllm | predictor | RLE + record | "
               "fused (all stages) |", "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -286,6 +300,8 @@ def main(argv: list[str]) -> int:
         "encoder_values": {stages.model_id: (tokens, pyramid),
                            f"hyperseg-3b ({big.pyramid.image_size}² pyramid input, {big.vision.num_tokens} vision "
                            f"tokens)": encoder_feature_values(big)},
+        "replica_parameters": {stages.model_id: replica_parameters(stages.predictor.model),
+                               "hyperseg-3b": replica_parameters(build_hyperseg_3b())},
         "latency_ms": {b: measure_latency(stages, frames, jpegs, b, transport) for b in (1, 4)},
         "transport_agreement": {name: transport_agreement(stages.predictor, frames, TRANSPORT_DTYPES[name])
                                 for name in ("float16", "bfloat16")},

@@ -33,7 +33,7 @@ def stack_encoded(items: list[EncodedFrame], device: torch.device) -> EncodedFra
 @serve.deployment(name="Encode")
 class Encode:
     def __init__(self, args: AppArgs) -> None:
-        self.predictor, _ = load_predictor(args, args.encode)
+        self.predictor, _ = load_predictor(args, args.encode, "encode")
         self.dtype = TRANSPORT_DTYPES[args.transport_dtype]
         size_batches(self.encode_batch, args.encode)
 

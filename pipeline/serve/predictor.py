@@ -22,7 +22,7 @@ from pipeline.serve.settings import AppArgs
 @serve.deployment(name="Predictor")
 class Predictor:
     def __init__(self, args: AppArgs) -> None:
-        self.predictor, self.model_id = load_predictor(args, args.predictor)
+        self.predictor, self.model_id = load_predictor(args, args.predictor, "predictor")
         size_batches(self.predict_batch, args.predictor)
 
     def info(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import torch
 
 from models.checkpoint import load_default_model
 from models.postprocess import FrameResult
+from models.stage_parts import keep_stage
 from models.video_predictor import HyperSegVideoPredictor
 from monitoring import metrics
 from pipeline.serve.settings import AppArgs, StageSettings
@@ -22,10 +23,14 @@ from pipeline.serve.settings import AppArgs, StageSettings
 TRANSPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def load_predictor(args: AppArgs, stage: StageSettings) -> tuple[HyperSegVideoPredictor, str]:
+def load_predictor(args: AppArgs, stage: StageSettings, part: str | None = None
+                   ) -> tuple[HyperSegVideoPredictor, str]:
+    """The model for a replica; `part` (encode / vllm / predictor) keeps only what that stage runs."""
     torch.set_num_threads(args.torch_threads)
     device = "cuda" if stage.num_gpus > 0 and torch.cuda.is_available() else "cpu"
     model, model_id = load_default_model(args.checkpoint, device=device)
+    if part is not None:
+        keep_stage(model, part)
     return HyperSegVideoPredictor(model), model_id
 
 

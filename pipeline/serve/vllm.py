@@ -34,7 +34,7 @@ class LoadedAdapter:
 @serve.deployment(name="VLLM")
 class VLLM:
     def __init__(self, args: AppArgs) -> None:
-        self.predictor, _ = load_predictor(args, args.vllm)
+        self.predictor, _ = load_predictor(args, args.vllm, "vllm")
         self.adapters_dir = args.adapters_dir
         size_batches(self.vllm_batch, args.vllm)
 
