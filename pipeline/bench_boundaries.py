@@ -44,7 +44,7 @@ from models.video_predictor import (
 from operators.frame_codec import encode_jpeg
 from operators.local_stages import LocalStages, decode_payload
 from operators.prompt_spec import PromptSpec
-from operators.stream_processor import ProcessedFrame
+from operators.stream_processor import FrameInput, ProcessedFrame
 from operators.synthetic import WorldConfig, make_clip
 from pipeline.serve.encode import cast_encoded, stack_encoded
 from pipeline.serve.replica import TRANSPORT_DTYPES
@@ -226,6 +226,53 @@ def transport_agreement(predictor: HyperSegVideoPredictor, frames: list[np.ndarr
             "max_score_drift": float(max(drift) if drift else 0.0), "objects": len(ious)}
 
 
+def measure_serve(jpegs: list[bytes], args: argparse.Namespace, streams: int = 4) -> dict[str, dict[str, float]]:
+    """Through a local Ray: per-frame latency of one stream as the router sees it (actor + all hops), and the
+    frames/s of `streams` concurrent streams (deployments batching across them), for each mode."""
+    import ray
+    from ray import serve
+
+    from pipeline.serve.app import build_app
+    from pipeline.serve.serve_stages import ServeStagesFactory
+    from pipeline.serve.settings import AppArgs
+    from pipeline.stream_registry import RegistryConfig, StreamRegistry
+
+    repo = str(Path(__file__).resolve().parents[1])
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}})
+    results = {}
+    try:
+        for mode in ("split", "fused"):
+            app = f"bench-{mode}"
+            serve.run(build_app(AppArgs(mode=mode, checkpoint=args.checkpoint, transport_dtype=args.transport)),
+                      name=app, route_prefix=None)
+            registry = StreamRegistry(ServeStagesFactory(app), config=RegistryConfig(namespace=app))
+            actors = [registry.get(f"s{i}", create_with=PROMPTS["referring"]) for i in range(streams)]
+            inputs = [FrameInput(seq, 0.0, "jpeg", jpeg) for seq, jpeg in enumerate(jpegs)]
+            ray.get([a.process.remote(inputs[0]) for a in actors])  # warm-up: handles, first batch
+            latency = []
+            for frame in inputs[1:]:
+                started = time.perf_counter()
+                ray.get(actors[0].process.remote(frame))
+                latency.append(time.perf_counter() - started)
+            for i in range(streams):
+                registry.remove(f"s{i}")
+            actors = [registry.get(f"t{i}", create_with=PROMPTS["referring"]) for i in range(streams)]
+            ray.get([a.process.remote(inputs[0]) for a in actors])
+            started = time.perf_counter()
+            ray.get([a.process.remote(frame) for frame in inputs[1:] for a in actors])
+            fps = streams * (len(inputs) - 1) / (time.perf_counter() - started)
+            for i in range(streams):
+                registry.remove(f"t{i}")
+            serve.delete(app)
+            results[mode] = {"p50_ms": 1000 * float(np.percentile(latency, 50)),
+                             "p95_ms": 1000 * float(np.percentile(latency, 95)), "fps": fps, "streams": streams}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return results
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"Measured by `{report['command']}` on {report['machine']} (model `{report['model_id']}`, "
              f"{report['frame_size']} frames, transport {report['transport']}).", "",
@@ -249,6 +296,13 @@ def markdown(report: dict[str, Any]) -> str:
     for batch, t in report["latency_ms"].items():
         lines.append(f"| {batch} | {t['decode']:.1f} | {t['encode']:.1f} | {t['vllm']:.1f} | {t['predictor']:.1f} "
                      f"| {t['rle']:.1f} | {t['fused']:.1f} |")
+    if report.get("serve"):
+        lines += ["", "**Through Ray Serve** (local Ray on this machine; one stream's per-frame latency as the router "
+                  "sees it, and the frames/s of concurrent streams):", "",
+                  "| mode | p50 ms (1 stream) | p95 ms (1 stream) | streams | frames/s (all streams) |",
+                  "|---|---:|---:|---:|---:|"]
+        for mode, r in report["serve"].items():
+            lines.append(f"| {mode} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['streams']} | {r['fps']:.1f} |")
     lines += ["", "**Transport dtype vs float32 encoder features** (referring + generic prompts, masks per object):",
               "", "| dtype | objects | mean IoU | min IoU | max score drift |", "|---|---:|---:|---:|---:|"]
     for dtype, a in report["transport_agreement"].items():
@@ -270,6 +324,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--checkpoint", help="model directory (default: the shipped model)")
     parser.add_argument("--frames", type=int, default=6, help="frames timed per batch size (+1 warm-up)")
     parser.add_argument("--transport", choices=sorted(TRANSPORT_DTYPES), default="float16")
+    parser.add_argument("--skip-serve", action="store_true", help="skip the end-to-end runs on a local Ray")
     parser.add_argument("--doc", default="docs/streaming.md", help="Markdown file to write the table into")
     parser.add_argument("--json", default="out/bench_boundaries.json")
     args = parser.parse_args(argv)
@@ -306,6 +361,7 @@ def main(argv: list[str]) -> int:
         "transport_agreement": {name: transport_agreement(stages.predictor, frames, TRANSPORT_DTYPES[name])
                                 for name in ("float16", "bfloat16")},
     }
+    report["serve"] = None if args.skip_serve else measure_serve(jpegs, args)
     table = markdown(report)
     write_doc(Path(args.doc), table)
     out = Path(args.json)
