@@ -5,10 +5,11 @@ Ordering contract (what a platform engineer needs to reason about a prompt chang
 * Control records are keyed by stream id, so the operations of one stream stay in order.
 * Every router reads the *whole* control topic (no consumer group: each one needs every stream's
   configuration, because partition reassignment can hand it any stream). It replays the topic at
-  start-up and then reads what is new before it takes each frames batch. An operation therefore
-  takes effect from the first frame of that stream the router takes after the control record was
-  written, or, when the record carries ``from_seq``, from frame ``from_seq`` on (earlier frames
-  keep the previous prompt). A visual prompt applies from the frame it was drawn on.
+  start-up and, after fetching each frames batch and before taking it, reads the topic to its end.
+  So an operation the broker acknowledged before a frame was fetched applies to that frame and every
+  later one (``hyperseg-stream control`` waits for the acknowledgement): in effect, from the next
+  frame. With ``from_seq`` it applies from frame ``from_seq`` on (earlier frames keep the previous
+  prompt, even when they are taken later); a visual prompt applies from the frame it was drawn on.
 * ``set-prompt`` replaces the prompt and resets the temporal state that belonged to the old one.
 
 ``hyperseg-stream control add-stream|remove-stream|set-prompt|set-adapter`` produces these records.

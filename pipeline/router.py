@@ -354,7 +354,6 @@ class Router:
                     break
                 if self.settings.idle_exit_s is not None and time.monotonic() - last_frame > self.settings.idle_exit_s:
                     break
-                self.apply_control(self.control_reader.poll())
                 self._backpressure(taken)
                 room = self.settings.max_in_flight - self.in_flight
                 if self.settings.max_frames is not None:
@@ -362,6 +361,8 @@ class Router:
                 # Paused partitions return nothing; polling anyway keeps the group membership alive.
                 batch = self.consumer.poll(timeout_ms=20 if self.in_flight else 200, max_records=max(room, 1))
                 records = [r for part in batch.values() for r in part]
+                # Control written before these frames were fetched applies to them: read it to its end first.
+                self.apply_control(self.control_reader.catch_up() if records else self.control_reader.poll())
                 if records:
                     last_frame = time.monotonic()
                     for record in records:
@@ -394,6 +395,23 @@ class Router:
                 closer()
             except Exception as exc:  # noqa: BLE001 - closing the rest matters more
                 log.warning("close: %s", exc)
+
+
+class RouterThread(threading.Thread):
+    """A router in a thread of this process (the demo and the tests share their Ray driver with it)."""
+
+    def __init__(self, settings: RouterSettings, backend: StreamBackend) -> None:
+        super().__init__(name="router", daemon=True)
+        self.router = Router(settings, backend)
+        self.stop = threading.Event()
+        self.stats: dict[str, StreamCounters] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.stats = self.router.run(self.stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            self.error = exc
 
 
 def _parser() -> argparse.ArgumentParser:

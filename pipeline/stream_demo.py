@@ -31,7 +31,7 @@ from pipeline.control import ControlOp, send_control
 from pipeline.demo_clips import write_demo_clip
 from pipeline.ingest import IngestSettings, StreamReport, run_ingest
 from pipeline.records import RecordError
-from pipeline.router import EMBEDDED_GROUP_OVERRIDES, Router, RouterSettings, StreamCounters
+from pipeline.router import EMBEDDED_GROUP_OVERRIDES, RouterSettings, RouterThread, StreamCounters
 from pipeline.sources import SourceSpec, parse_source
 from pipeline.stream_backends import make_backend
 from pipeline.subscribe import decode_objects, iter_mask_records, render_overlay, topic_frames
@@ -127,25 +127,8 @@ def broker_or(bootstrap: str | None) -> Iterator[str]:
         yield broker.bootstrap
 
 
-class _RouterThread(threading.Thread):
-    """The router in a thread of this process (it shares the demo's Ray driver)."""
-
-    def __init__(self, settings: RouterSettings, backend: Any) -> None:
-        super().__init__(name="router", daemon=True)
-        self.router = Router(settings, backend)
-        self.stop = threading.Event()
-        self.stats: dict[str, StreamCounters] = {}
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.stats = self.router.run(self.stop)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            self.error = exc
-
-
 def wait_for_masks(bootstrap: str, topic: str, expected: dict[str, int], timeout_s: float,
-                   router: _RouterThread) -> dict[str, list[dict[str, Any]]]:
+                   router: RouterThread) -> dict[str, list[dict[str, Any]]]:
     """Read masks until the router has settled every ingested frame and its masks were read, the router
     died, or ``timeout_s`` passed."""
     records: dict[str, list[dict[str, Any]]] = {s: [] for s in expected}
@@ -197,7 +180,7 @@ def run_demo(args: argparse.Namespace) -> Path:
                                  for sid, s in by_id.items()], layout.control)
         settings = RouterSettings(bootstrap, layout, group_id=f"{layout.frames}-router", max_in_flight=4,
                                   consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES))
-        router = _RouterThread(settings, backend)
+        router = RouterThread(settings, backend)
         router.start()
         stack.callback(router.join, 60)
         stack.callback(router.stop.set)
