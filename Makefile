@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (the main job on the embedded default) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SYSTEM_TOOLS := ffmpeg rtsp-server-perl
+SYSTEM_TOOLS := ffmpeg rtsp-server-perl prometheus
 
 .PHONY: setup system-deps demo test bench clean
 
@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# Real parts the integration tests talk to (ffmpeg pushes RTSP, rtsp-server-perl serves it).
+# Real parts the integration tests talk to (ffmpeg pushes RTSP, rtsp-server-perl serves it, prometheus scrapes).
 system-deps:
-	@missing=""; for t in ffmpeg rtsp-server-perl; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_TOOLS); fi
 
 demo: setup

@@ -3,13 +3,17 @@ adapters are chosen per stream, actors restore from checkpoints and are evicted 
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from models.checkpoint import load_default_model
@@ -22,7 +26,7 @@ from operators.stream_processor import FrameInput
 from operators.synthetic import WorldConfig, make_clip
 from pipeline.records import validate_record
 from pipeline.stream_actor import StreamWorker
-from conftest import free_port
+from conftest import free_port, require_tools
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -211,3 +215,50 @@ def test_metrics_are_scrapeable(cluster):
               if line.startswith("ray_hyperseg_stage_latency_seconds_count{")}
     assert {"decode", "encode", "vllm", "predictor", "frame"} <= stages
     registry.remove("cam-m")
+
+
+def test_prometheus_scrapes_ray_and_the_router(cluster, tmp_path):
+    """A real Prometheus with monitoring/prometheus.yml, its targets pointed at this test's Ray and router."""
+    require_tools("prometheus")
+    from monitoring.metrics import start_metrics_server
+
+    router_port, prom_port = free_port(), free_port()
+    start_metrics_server(router_port, "127.0.0.1")
+    config = yaml.safe_load((REPO / "monitoring/prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = "1s"
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = tmp_path / "ray_targets.json"  # what the Ray head writes in a real cluster
+    targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{cluster}"], "labels": {}}]))
+    jobs["ray"]["file_sd_configs"][0]["files"] = [str(targets)]
+    jobs["hyperseg-router"]["static_configs"][0]["targets"] = [f"127.0.0.1:{router_port}"]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    registry = registry_for("hs-fused")
+    actor = registry.get("cam-p", create_with=PROMPTS["cam-a"])
+    ray.get(actor.process.remote(FrameInput(0, 1.0, "jpeg", encode_jpeg(np.zeros((64, 64, 3), np.uint8)))))
+    server = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def query(expr: str) -> list:
+            url = f"http://127.0.0.1:{prom_port}/api/v1/query?query={urllib.parse.quote(expr)}"
+            try:
+                return json.loads(urllib.request.urlopen(url, timeout=2).read())["data"]["result"]
+            except OSError:
+                return []
+
+        wanted = {"frames": 'ray_hyperseg_frames_processed_total{stream="cam-p"}',
+                  "fused latency": 'ray_hyperseg_stage_latency_seconds_count{stage="fused"}',
+                  "active streams": 'hyperseg_active_streams{job="hyperseg-router"}'}
+        deadline = time.monotonic() + 60
+        found: dict[str, list] = {}
+        while len(found) < len(wanted):
+            assert time.monotonic() < deadline, f"Prometheus has not scraped {set(wanted) - set(found)}"
+            found = {name: r for name, expr in wanted.items() if (r := query(expr))}
+            time.sleep(1)
+        assert float(found["frames"][0]["value"][1]) >= 1
+        assert float(found["active streams"][0]["value"][1]) == 1  # this registry's one stream
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        registry.remove("cam-p")
