@@ -47,7 +47,7 @@ from operators.prompt_spec import PromptSpec
 from operators.stream_processor import FrameInput, ProcessedFrame
 from operators.synthetic import WorldConfig, make_clip
 from pipeline.serve.encode import cast_encoded, stack_encoded
-from pipeline.serve.replica import TRANSPORT_DTYPES
+from pipeline.serve.replica import TRANSPORT_DTYPES, pack_result
 from pipeline.stream_actor import to_mask_record
 
 START, END = "<!-- bench-boundaries:start -->", "<!-- bench-boundaries:end -->"
@@ -141,10 +141,12 @@ def measure_crossings(predictor: HyperSegVideoPredictor, frames: list[np.ndarray
         ("split", "VLLM -> stream actor (E_Q, E_P, next latents)", "key frames", result),
         ("split", "stream actor -> Predictor (E_Q, pooled E_P)", "every frame",
          (state.queries, pooled, task_prompt, size)),
-        ("split", "Predictor -> stream actor (masks, instance embeddings)", "every frame", (masks, instance)),
+        ("split", "Predictor -> stream actor (bit-packed masks, instance embeddings)", "every frame",
+         (pack_result(masks), instance)),
         ("fused", "Decode -> Fused (object store)", "every frame", frame),
         ("fused", "stream actor -> Fused (prompt, state)", "every frame", fused_in),
-        ("fused", "Fused -> stream actor (masks, state)", "every frame", fused_out),
+        ("fused", "Fused -> stream actor (bit-packed masks, state)", "every frame",
+         (pack_result(fused_out[0]), fused_out[1])),
         ("both", "stream actor -> Kafka (mask record JSON)", "every frame",
          json.dumps(record, separators=(",", ":")).encode()),
     ]

@@ -13,11 +13,10 @@ import numpy as np
 from ray import serve
 
 from models.lora_adapters import DEFAULT_ADAPTER
-from models.postprocess import FrameResult
 from models.temporal import StreamState
 from models.video_predictor import FrameRequest
 from operators.local_stages import LocalStages
-from pipeline.serve.replica import load_predictor, result_to_cpu, size_batches, timed
+from pipeline.serve.replica import PackedResult, load_predictor, pack_result, size_batches, timed
 from pipeline.serve.settings import AppArgs
 from pipeline.serve.vllm import MAX_ADAPTERS_PER_REPLICA
 
@@ -36,13 +35,13 @@ class Fused:
     async def get_adapter(self, name: str) -> str:
         return name  # LocalStages loads adapters on first use
 
-    async def __call__(self, request: FrameRequest, frame: np.ndarray) -> tuple[FrameResult, StreamState]:
+    async def __call__(self, request: FrameRequest, frame: np.ndarray) -> tuple[PackedResult, StreamState]:
         """`frame` travels apart from the request so it can come straight from the Decode deployment."""
         return await self.step_batch(replace(request, frame=frame))
 
     @serve.batch
-    async def step_batch(self, requests: list[FrameRequest]) -> list[tuple[FrameResult, StreamState]]:
+    async def step_batch(self, requests: list[FrameRequest]) -> list[tuple[PackedResult, StreamState]]:
         adapter = await self.get_adapter(serve.get_multiplexed_model_id() or DEFAULT_ADAPTER)
         with timed("fused", len(requests)):
             outputs = self.stages.run_batch(requests, adapter)
-            return [(result_to_cpu(result), state.to("cpu")) for result, state in outputs]
+            return [(pack_result(result), state.to("cpu")) for result, state in outputs]

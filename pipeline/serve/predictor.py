@@ -12,10 +12,9 @@ import torch
 from ray import serve
 
 from models.hyperseg import EncodedFrame
-from models.postprocess import FrameResult
 from models.prompts import TaskPrompt
 from pipeline.serve.encode import stack_encoded
-from pipeline.serve.replica import load_predictor, result_to_cpu, size_batches, timed
+from pipeline.serve.replica import PackedResult, load_predictor, pack_result, size_batches, timed
 from pipeline.serve.settings import AppArgs
 
 
@@ -30,16 +29,16 @@ class Predictor:
         return {"model_id": self.model_id, "config": self.predictor.cfg.to_dict()}
 
     async def __call__(self, encoded: EncodedFrame, queries: torch.Tensor, prompts: torch.Tensor,
-                       prompt: TaskPrompt, size: tuple[int, int]) -> tuple[FrameResult, torch.Tensor]:
+                       prompt: TaskPrompt, size: tuple[int, int]) -> tuple[PackedResult, torch.Tensor]:
         return await self.predict_batch(encoded, queries, prompts, prompt, size)
 
     @serve.batch
     async def predict_batch(self, encoded: list[EncodedFrame], queries: list[torch.Tensor],
                             prompts: list[torch.Tensor], task_prompts: list[TaskPrompt],
-                            sizes: list[tuple[int, int]]) -> list[tuple[FrameResult, torch.Tensor]]:
+                            sizes: list[tuple[int, int]]) -> list[tuple[PackedResult, torch.Tensor]]:
         with timed("predictor", len(sizes)):
             device = self.predictor.model.device
             batch = stack_encoded(encoded, device)
             outputs = self.predictor.predict_batch(batch.pyramid, [q.to(device) for q in queries],
                                                    [p.to(device) for p in prompts], task_prompts, sizes)
-            return [(result_to_cpu(result), instance.cpu()) for result, instance in outputs]
+            return [(pack_result(result), instance.cpu()) for result, instance in outputs]

@@ -75,8 +75,9 @@ class SplitServeStages(_ServeStagesBase):
             call = vllm_call(request.prompt, state, self.config)
             apply_vllm(state, self.vllm.options(multiplexed_model_id=adapter).remote(encoded, call).result())
         size = (int(request.frame.shape[0]), int(request.frame.shape[1]))
-        result, instance = self.predictor.remote(encoded, state.queries, pool_prompts(state, self.config),
+        packed, instance = self.predictor.remote(encoded, state.queries, pool_prompts(state, self.config),
                                                  request.prompt, size).result()
+        result = packed.unpack()
         finish_frame(self.config, result, instance, request.prompt, state)
         return result, state
 
@@ -88,7 +89,9 @@ class FusedServeStages(_ServeStagesBase):
 
     def run(self, request: FrameRequest, adapter: str) -> tuple[FrameResult, StreamState]:
         frame = _pixels(request.frame)  # a top-level argument: Serve resolves it inside the Fused replica
-        return self.fused.options(multiplexed_model_id=adapter).remote(replace(request, frame=None), frame).result()
+        packed, state = self.fused.options(multiplexed_model_id=adapter).remote(replace(request, frame=None),
+                                                                                frame).result()
+        return packed.unpack(), state
 
 
 @dataclass(frozen=True)
