@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 
 from operators.prompt_spec import PromptError, PromptSpec
-from pipeline.broker import consumer_config, producer_config
+from pipeline.broker import producer_config
 from pipeline.records import SCHEMA_VERSION, RecordError, decode_record, encode_record, status_headers
+from pipeline.topic_reader import TopicReader
 
 log = logging.getLogger(__name__)
 
@@ -150,43 +152,30 @@ class ControlTable:
 
 
 class ControlReader:
-    """Reads every partition of the control topic from the beginning; :meth:`poll` returns what is new."""
+    """Reads every partition of the control topic from the beginning: :meth:`catch_up` replays up to the
+    current end, :meth:`poll` returns what is new; malformed records are logged and skipped."""
 
     def __init__(self, bootstrap: str, topic: str = CONTROL_TOPIC, **consumer_overrides: Any) -> None:
-        self.topic = topic
-        self._consumer = KafkaConsumer(**consumer_config(bootstrap, None, **consumer_overrides))
-        partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions:
-            self._consumer.close()
-            raise RuntimeError(f"control topic {topic!r} does not exist on {bootstrap}")
-        self._partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(self._partitions)
-        self._consumer.seek_to_beginning()
+        self._reader = TopicReader(bootstrap, topic, **consumer_overrides)
 
     def poll(self, timeout_ms: int = 0) -> list[ControlOp]:
-        """New control operations, in order per stream; malformed records are skipped with their error."""
-        ops: list[ControlOp] = []
-        for records in self._consumer.poll(timeout_ms=timeout_ms).values():
-            for record in records:
-                try:
-                    ops.append(decode_control(record.value))
-                except RecordError as exc:
-                    log.error("control offset %d skipped: %s", record.offset, exc)
-        return ops
+        return self._decode(self._reader.poll(timeout_ms))
 
     def catch_up(self, timeout_s: float = 10.0) -> list[ControlOp]:
-        """Everything up to the current end of the topic (the start-up replay)."""
-        end = self._consumer.end_offsets(self._partitions)
+        return self._decode(self._reader.read_to_end(timeout_s))
+
+    @staticmethod
+    def _decode(records: list[ConsumerRecord]) -> list[ControlOp]:
         ops: list[ControlOp] = []
-        deadline = time.monotonic() + timeout_s
-        while any(self._consumer.position(tp) < end[tp] for tp in self._partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"control topic {self.topic!r} not read to its end within {timeout_s}s")
-            ops += self.poll(timeout_ms=200)
+        for record in records:
+            try:
+                ops.append(decode_control(record.value))
+            except RecordError as exc:
+                log.error("control offset %d skipped: %s", record.offset, exc)
         return ops
 
     def close(self) -> None:
-        self._consumer.close()
+        self._reader.close()
 
 
 def send_control(bootstrap: str, ops: Sequence[ControlOp], topic: str = CONTROL_TOPIC) -> None:

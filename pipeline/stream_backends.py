@@ -54,6 +54,9 @@ class StreamBackend(Protocol):
     def release(self, stream_id: str) -> bytes | None:
         """Wait for the stream's work, drop its processor, return its checkpoint (None if it had none)."""
 
+    def wait_ready(self, stream_ids: list[str], timeout_s: float) -> list[str]:
+        """Block until these streams' workers answer; the ids that have none here."""
+
     def __enter__(self) -> StreamBackend: ...
 
     def __exit__(self, *exc: object) -> None: ...
@@ -94,6 +97,15 @@ class _WorkerBackend:
     def release(self, stream_id: str) -> bytes | None:
         handle = self.handles.pop(stream_id, None)
         return None if handle is None else self._remove(stream_id, handle)
+
+    def wait_ready(self, stream_ids: list[str], timeout_s: float) -> list[str]:
+        """Wait until the given streams' workers exist and answer (a Ray actor starts a process); returns
+        the ids that have no worker here."""
+        missing = [s for s in stream_ids if s not in self.handles]
+        for stream_id in stream_ids:
+            if stream_id in self.handles:
+                self._call(self.handles[stream_id], "last_seq").result(timeout=timeout_s)
+        return missing
 
     def __enter__(self) -> _WorkerBackend:
         return self

@@ -186,6 +186,8 @@ def run_demo(args: argparse.Namespace) -> Path:
         stack.callback(router.stop.set)
         if not router.router.ready.wait(60):
             raise RuntimeError("the router got no partition of the frames topic within 60 s")
+        backend.wait_ready(list(by_id), timeout_s=120)  # like cameras already connected: start when warm
+        print(f"router and stream actors ready after {time.monotonic() - started:.0f}s", flush=True)
         ingest_stop = mp.get_context("spawn").Event()  # crosses into the ingest processes
         stack.callback(ingest_stop.set)
         ingest_settings = IngestSettings(status_topic=layout.status, max_frames=args.frames)

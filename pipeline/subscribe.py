@@ -21,13 +21,14 @@ from typing import IO, Any
 
 import av
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from operators.frame_codec import decode_jpeg
 from operators.overlay import Mp4Writer, draw_overlay
 from operators.rle import decode_rle
 from pipeline.broker import consumer_config
 from pipeline.records import RecordError, decode_record, parse_frame_headers
+from pipeline.topic_reader import assign_all
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +63,6 @@ def describe(record: dict[str, Any]) -> str:
     )
 
 
-def _read_all_partitions(consumer: KafkaConsumer, topic: str) -> None:
-    """Assign every partition of ``topic`` from its beginning (a subscriber needs no group)."""
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise RuntimeError(f"topic {topic!r} does not exist")
-    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(assigned)
-    consumer.seek_to_beginning()
-
-
 def iter_mask_records(
     bootstrap: str,
     topic: str = "masks",
@@ -85,7 +76,7 @@ def iter_mask_records(
     """
     consumer = KafkaConsumer(**consumer_config(bootstrap, None))
     try:
-        _read_all_partitions(consumer, topic)
+        assign_all(consumer, topic)
         key = None if stream_id is None else stream_id.encode("utf-8")
         last_new = time.monotonic()
         while not (stop is not None and stop.is_set()):
@@ -115,7 +106,7 @@ def topic_frames(bootstrap: str, topic: str, stream_id: str, wanted: set[int]) -
     """(seq, RGB frame) of one stream's JPEG records on the frames topic, until every wanted seq was seen."""
     consumer = KafkaConsumer(**consumer_config(bootstrap, None))
     try:
-        _read_all_partitions(consumer, topic)
+        assign_all(consumer, topic)
         key, remaining = stream_id.encode("utf-8"), set(wanted)
         last_new = time.monotonic()
         while remaining and time.monotonic() - last_new < 5.0:
