@@ -250,8 +250,7 @@ class Router:
                 tp = TopicPartition(self.topics.frames, sorted(partitions)[index])
                 if tp in by_topic:
                     self._stream_partition[stream_id] = tp
-                    prompt = self.control.streams[stream_id].prompt
-                    self._done_seq[stream_id] = self.backend.open(stream_id, prompt, self.state_store.latest(stream_id))
+                    self._open(stream_id)
 
     def publish_ready(self) -> None:
         """Publish, per stream in order, every mask record whose frame is done (a stream's head blocks it)."""
