@@ -91,9 +91,10 @@ def frame_input(clips, stream_id: str, seq: int) -> FrameInput:
     return FrameInput(seq=seq, capture_ts=100.0 + seq, codec="jpeg", payload=clips[stream_id][seq])
 
 
-def in_process(local_stages, clips, clip: str, prompt: PromptSpec, frames: int) -> list[dict]:
+def in_process(local_stages, clips, clip: str, prompt: PromptSpec, frames: int,
+               key_frame_interval: int = 1) -> list[dict]:
     """The records an in-process worker makes for the first `frames` frames of `clip`."""
-    worker = StreamWorker(clip, lambda: local_stages, prompt)
+    worker = StreamWorker(clip, lambda: local_stages, prompt, key_frame_interval)
     return [worker.process(frame_input(clips, clip, seq)) for seq in range(frames)]
 
 
@@ -109,16 +110,17 @@ def assert_same_masks(got: dict, expected: dict) -> None:
         assert a["score"] == pytest.approx(b["score"], abs=1e-3)
 
 
-def registry_for(app: str, **kwargs):
+def registry_for(app: str, key_frame_interval: int = 1, **kwargs):
     from pipeline.serve.serve_stages import ServeStagesFactory
     from pipeline.stream_registry import RegistryConfig, StreamRegistry
 
-    return StreamRegistry(ServeStagesFactory(app), config=RegistryConfig(namespace=app), **kwargs)
+    config = RegistryConfig(namespace=app, key_frame_interval=key_frame_interval)
+    return StreamRegistry(ServeStagesFactory(app), config=config, **kwargs)
 
 
 @pytest.mark.parametrize("app", ["hs-split", "hs-fused"])
 def test_serve_modes_match_in_process(cluster, app, local_stages, clips):
-    registry = registry_for(app)
+    registry = registry_for(app, key_frame_interval=2)  # frame 1 reuses frame 0's VLLM output: both paths run
     actors = {sid: registry.get(sid, create_with=prompt) for sid, prompt in PROMPTS.items()}
     pending = {sid: [] for sid in PROMPTS}
     for seq in range(FRAMES):  # both streams in flight together: the deployments batch across them
@@ -127,7 +129,7 @@ def test_serve_modes_match_in_process(cluster, app, local_stages, clips):
     for sid, prompt in PROMPTS.items():
         got = ray.get(pending[sid])
         assert [r["frame_seq"] for r in got] == list(range(FRAMES))
-        for record, expected in zip(got, in_process(local_stages, clips, sid, prompt, FRAMES)):
+        for record, expected in zip(got, in_process(local_stages, clips, sid, prompt, FRAMES, key_frame_interval=2)):
             assert_same_masks(record, expected)
     for sid in PROMPTS:
         registry.remove(sid)
