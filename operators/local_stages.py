@@ -27,7 +27,8 @@ def decode_payload(payload: bytes, codec: str) -> np.ndarray:
 
 
 class LocalStages:
-    def __init__(self, predictor: HyperSegVideoPredictor, model_id: str, adapters_dir: str | Path | None = None) -> None:
+    def __init__(self, predictor: HyperSegVideoPredictor, model_id: str,
+                 adapters_dir: str | Path | None = None) -> None:
         self.predictor = predictor
         self.config: HyperSegConfig = predictor.cfg
         self.model_id = model_id

@@ -206,7 +206,8 @@ class StreamProcessor:
     @classmethod
     def restore(cls, data: bytes, stages: Stages) -> "StreamProcessor":
         header, state = read_checkpoint(data)
-        processor = cls(header["stream_id"], stages, header["model_id"], key_frame_interval=header["key_frame_interval"])
+        processor = cls(header["stream_id"], stages, header["model_id"],
+                        key_frame_interval=header["key_frame_interval"])
         try:
             processor.prompt = PromptSpec.from_dict(header["prompt"]) if header["prompt"] else None
             pending = header["pending_prompt"]

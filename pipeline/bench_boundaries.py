@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.config import HyperSegConfig
-from models.hyperseg import EncodedFrame
 from models.build import build_hyperseg_3b
+from models.config import HyperSegConfig
 from models.hyperseg import HyperSeg
 from models.presets import preset_config
 from models.stage_parts import STAGE_PARTS, parameter_count
@@ -290,8 +289,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "**Parameters held per replica** (split replicas keep only their stage's parts):", "",
               "| model | Encode | VLLM | Predictor | Fused |", "|---|---:|---:|---:|---:|"]
     for name, p in report["replica_parameters"].items():
-        lines.append(f"| {name} | {p['encode'] / 1e6:,.1f} M | {p['vllm'] / 1e6:,.1f} M | {p['predictor'] / 1e6:,.1f} M "
-                     f"| {p['fused'] / 1e6:,.1f} M |")
+        millions = [f"{p[k] / 1e6:,.1f} M" for k in ("encode", "vllm", "predictor", "fused")]
+        lines.append(f"| {name} | {' | '.join(millions)} |")
     lines += ["", "**Stage latency** (median ms per batch, batch = streams in one forward pass; split stages "
               "exclude transport):", "", "| batch | decode | encode | vllm | predictor | RLE + record | "
               "fused (all stages) |", "|---:|---:|---:|---:|---:|---:|---:|"]

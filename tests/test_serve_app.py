@@ -239,7 +239,8 @@ def test_prometheus_scrapes_ray_and_the_router(cluster, tmp_path):
     actor = registry.get("cam-p", create_with=PROMPTS["cam-a"])
     ray.get(actor.process.remote(FrameInput(0, 1.0, "jpeg", encode_jpeg(np.zeros((64, 64, 3), np.uint8)))))
     server = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+                               f"--storage.tsdb.path={tmp_path / 'data'}",
+                               f"--web.listen-address=127.0.0.1:{prom_port}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def query(expr: str) -> list:

@@ -40,7 +40,8 @@ def test_stripped_stages_give_the_full_models_masks():
 def test_3b_encode_and_predictor_replicas_do_not_hold_the_llm():
     model = build_hyperseg_3b()  # meta device: shapes only
     total = parameter_count(model)
-    sizes = {stage: sum(parameter_count(getattr(model, name)) for name in parts) for stage, parts in STAGE_PARTS.items()}
+    sizes = {stage: sum(parameter_count(getattr(model, name)) for name in parts)
+             for stage, parts in STAGE_PARTS.items()}
     assert sizes["encode"] < 0.2 * total and sizes["predictor"] < 0.05 * total
     with pytest.raises(ValueError, match="unknown stage"):
         keep_stage(model, "decode")

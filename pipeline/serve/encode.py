@@ -13,7 +13,7 @@ from ray import serve
 
 from models.hyperseg import EncodedFrame
 from models.video_predictor import as_frame_tensor
-from pipeline.serve.replica import TRANSPORT_DTYPES, load_predictor, size_batches, timed
+from pipeline.serve.replica import ModelReplica, TRANSPORT_DTYPES, load_predictor, size_batches, timed
 from pipeline.serve.settings import AppArgs
 
 
@@ -31,7 +31,7 @@ def stack_encoded(items: list[EncodedFrame], device: torch.device) -> EncodedFra
 
 
 @serve.deployment(name="Encode")
-class Encode:
+class Encode(ModelReplica):
     def __init__(self, args: AppArgs) -> None:
         self.predictor, _ = load_predictor(args, args.encode, "encode")
         self.dtype = TRANSPORT_DTYPES[args.transport_dtype]

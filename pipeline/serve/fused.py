@@ -16,16 +16,23 @@ from models.lora_adapters import DEFAULT_ADAPTER
 from models.temporal import StreamState
 from models.video_predictor import FrameRequest
 from operators.local_stages import LocalStages
-from pipeline.serve.replica import PackedResult, load_predictor, pack_result, size_batches, timed
+from pipeline.serve.replica import (
+    ModelReplica,
+    PackedResult,
+    load_predictor,
+    pack_result,
+    size_batches,
+    timed,
+)
 from pipeline.serve.settings import AppArgs
 from pipeline.serve.vllm import MAX_ADAPTERS_PER_REPLICA
 
 
 @serve.deployment(name="Fused")
-class Fused:
+class Fused(ModelReplica):
     def __init__(self, args: AppArgs) -> None:
-        predictor, model_id = load_predictor(args, args.fused)
-        self.stages = LocalStages(predictor, model_id, args.adapters_dir)
+        self.predictor, model_id = load_predictor(args, args.fused)
+        self.stages = LocalStages(self.predictor, model_id, args.adapters_dir)
         size_batches(self.step_batch, args.fused)
 
     def info(self) -> dict[str, Any]:

@@ -14,12 +14,19 @@ from ray import serve
 from models.hyperseg import EncodedFrame
 from models.prompts import TaskPrompt
 from pipeline.serve.encode import stack_encoded
-from pipeline.serve.replica import PackedResult, load_predictor, pack_result, size_batches, timed
+from pipeline.serve.replica import (
+    ModelReplica,
+    PackedResult,
+    load_predictor,
+    pack_result,
+    size_batches,
+    timed,
+)
 from pipeline.serve.settings import AppArgs
 
 
 @serve.deployment(name="Predictor")
-class Predictor:
+class Predictor(ModelReplica):
     def __init__(self, args: AppArgs) -> None:
         self.predictor, self.model_id = load_predictor(args, args.predictor, "predictor")
         size_batches(self.predict_batch, args.predictor)

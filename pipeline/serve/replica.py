@@ -36,6 +36,18 @@ def load_predictor(args: AppArgs, stage: StageSettings, part: str | None = None
     return HyperSegVideoPredictor(model), model_id
 
 
+class ModelReplica:
+    """Base of the model-holding deployments: Serve's periodic health check fails when the replica's device does
+    (a lost or faulted GPU), so Serve replaces the replica instead of routing frames to it."""
+
+    predictor: HyperSegVideoPredictor
+
+    def check_health(self) -> None:
+        device = self.predictor.model.device
+        if device.type == "cuda":
+            torch.ones(1, device=device).add_(1).item()  # raises on a faulted or lost device
+
+
 def size_batches(batch_method: Any, stage: StageSettings) -> None:
     """Apply the configured batch size and wait to a `@serve.batch` method of this replica."""
     batch_method.set_max_batch_size(stage.max_batch_size)

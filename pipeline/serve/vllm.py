@@ -14,7 +14,7 @@ from models.hyperseg import EncodedFrame, HyperSeg
 from models.lora_adapters import DEFAULT_ADAPTER, ensure_adapter, unload_adapter, use_adapter
 from models.video_predictor import VLLMCall, VLLMResult
 from pipeline.serve.encode import stack_encoded
-from pipeline.serve.replica import load_predictor, size_batches, timed
+from pipeline.serve.replica import ModelReplica, load_predictor, size_batches, timed
 from pipeline.serve.settings import AppArgs
 
 MAX_ADAPTERS_PER_REPLICA = 4  # fixed by the decorator; a LoRA of the 3B model is ~20 MB
@@ -32,7 +32,7 @@ class LoadedAdapter:
 
 
 @serve.deployment(name="VLLM")
-class VLLM:
+class VLLM(ModelReplica):
     def __init__(self, args: AppArgs) -> None:
         self.predictor, _ = load_predictor(args, args.vllm, "vllm")
         self.adapters_dir = args.adapters_dir
