@@ -14,6 +14,8 @@ import contextlib
 import json
 import logging
 import multiprocessing as mp
+import os
+import platform
 import threading
 import time
 import uuid
@@ -213,7 +215,9 @@ def run_demo(args: argparse.Namespace) -> Path:
     result = {
         "command": "hyperseg-stream demo " + " ".join(args.argv),
         "mode": "no-ray" if args.no_ray else args.mode,
+        "source_fps": args.fps if not args.source else None,
         "wall_s": time.monotonic() - started,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
         "streams": summary,
     }
     with open(out_dir / "masks.jsonl", "w", encoding="utf-8") as saved:
@@ -229,8 +233,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", help="an existing Kafka (default: start the embedded tansu broker)")
     parser.add_argument("--mode", choices=["split", "fused"], default="fused", help="Serve app layout")
     parser.add_argument("--no-ray", action="store_true", help="run the model in this process instead of Ray")
-    parser.add_argument("--frames", type=int, default=40, help="frames per stream")
-    parser.add_argument("--fps", type=int, default=4, help="frame rate of the synthetic clips (replayed live)")
+    parser.add_argument("--frames", type=int, default=36, help="frames per stream")
+    parser.add_argument("--fps", type=int, default=3, help="frame rate of the synthetic clips (replayed live)")
     parser.add_argument("--source", action="append", metavar="ID=URL", help="your own source (repeatable)")
     parser.add_argument("--prompt", action="append", metavar="referring:TEXT|classes:A,B", help="one per --source")
     parser.add_argument("--checkpoint", help="model directory (default: the shipped model)")
