@@ -16,6 +16,7 @@ died from its latest checkpoint (`checkpoint_all` refreshes them).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,9 @@ class RegistryConfig:
     idle_timeout_s: float = 30.0
     key_frame_interval: int = 1
     namespace: str = "hyperseg"
+    # Checkpoints kept for evicted streams (a few KB each for the tiny model, a few hundred KB for the 3B);
+    # beyond this the least recently stored are dropped and those streams restart afresh.
+    max_kept_checkpoints: int = 1000
     # Stream actors mostly wait on Serve handles: a small CPU share keeps many of them schedulable.
     actor_options: dict[str, Any] = field(default_factory=lambda: {"num_cpus": 0.05})
 
@@ -47,7 +51,7 @@ class StreamRegistry:
         self._clock = clock
         self._actors: dict[str, ActorHandle] = {}
         self._last_used: dict[str, float] = {}
-        self._checkpoints: dict[str, bytes] = {}  # latest known checkpoint per stream (evicted ones included)
+        self._checkpoints: OrderedDict[str, bytes] = OrderedDict()  # latest per stream, evicted ones included
 
     def actor_name(self, stream_id: str) -> str:
         return f"stream:{stream_id}"
@@ -90,7 +94,7 @@ class StreamRegistry:
         for stream_id in idle:
             blob = self._stop(stream_id)
             if blob is not None:
-                self._checkpoints[stream_id] = blob
+                self._keep(stream_id, blob)
             metrics.stream_evicted()
         return idle
 
@@ -98,8 +102,15 @@ class StreamRegistry:
         """Fresh checkpoints of every live stream (kept for `recover`); stream id -> bytes."""
         ids = list(self._actors)
         blobs = ray.get([self._actors[s].checkpoint.remote() for s in ids])
-        self._checkpoints.update(zip(ids, blobs))
+        for stream_id, blob in zip(ids, blobs):
+            self._keep(stream_id, blob)
         return dict(zip(ids, blobs))
+
+    def _keep(self, stream_id: str, blob: bytes) -> None:
+        self._checkpoints[stream_id] = blob
+        self._checkpoints.move_to_end(stream_id)
+        while len(self._checkpoints) > self.config.max_kept_checkpoints:
+            self._checkpoints.popitem(last=False)
 
     def recover(self, stream_id: str) -> ActorHandle:
         """Replace a stream's dead actor with one restored from its latest checkpoint."""
