@@ -252,5 +252,8 @@ def main(argv: list[str]) -> int:
     except (ValueError, RecordError) as exc:
         print(f"hyperseg-stream demo: {exc}")
         return 2
+    except KeyboardInterrupt:
+        print("hyperseg-stream demo: interrupted; the broker, Ray, the router and ingest were stopped")
+        return 130
     print(path)
     return 0
