@@ -117,6 +117,7 @@ class StreamRegistry:
         actor = self._actors.pop(stream_id, None)
         if actor is not None:
             ray.kill(actor, no_restart=True)
+            self._await_name_released(stream_id)
         return self.get(stream_id)
 
     def _stop(self, stream_id: str) -> bytes | None:
