@@ -39,7 +39,7 @@ from pipeline.delivery import DELIVERY_MODES, DeliveryMode, Publisher
 from pipeline.records import RecordError, encode_record, mask_headers, parse_frame_headers
 from pipeline.state_store import StreamStateStore
 from pipeline.stream_backends import StreamBackend, make_backend
-from pipeline.topics import STATE_MAX_BYTES, TopicLayout
+from pipeline.topics import STATE_MAX_BYTES, TopicLayout, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -430,6 +430,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="deploy the Serve app in this mode when it is not running ('none': expect it)")
     parser.add_argument("--checkpoint", help="model checkpoint directory (default: the shipped model)")
     parser.add_argument("--fast-group-join", action="store_true", help="short group timeouts (embedded broker)")
+    parser.add_argument("--create-topics", type=int, metavar="PARTITIONS",
+                        help="create missing topics first, frames and masks with this many partitions")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -450,6 +452,8 @@ def run_main(argv: list[str]) -> int:
         idle_exit_s=args.idle_exit,
         consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES) if args.fast_group_join else {},
     )
+    if args.create_topics:
+        ensure_topics(args.bootstrap, settings.topics, partitions=args.create_topics)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
