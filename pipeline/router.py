@@ -335,7 +335,7 @@ class Router:
         """Pause fetching while too many frames are in flight (or max_frames were taken); resume below it."""
         limit = self.settings.max_frames
         full = self.in_flight >= self.settings.max_in_flight or (limit is not None and taken >= limit)
-        if full != self._paused:
+        if full or self._paused:  # pausing every time also covers partitions assigned while paused
             assignment = list(self.consumer.assignment())
             (self.consumer.pause if full else self.consumer.resume)(*assignment)
             self._paused = full
