@@ -63,6 +63,9 @@ class RouterSettings:
     #: None keeps every frame (files, or when latency matters less than completeness).
     max_lag_s: float | None = None
     commit_interval_s: float = 1.0
+    #: Every this many seconds, checkpoint every stream to the state topic (after its masks are out), so a
+    #: router that crashes loses at most this much temporal state; None: only on hand-over.
+    checkpoint_interval_s: float | None = 30.0
     #: Stop after this many frames were taken (tests, demos); None: run until stopped.
     max_frames: int | None = None
     #: Stop after no frame arrived for this many seconds; None: run until stopped.
@@ -311,6 +314,17 @@ class Router:
         if streams:
             log.info("handed over %s (partitions %s)", streams, [tp.partition for tp in revoked])
 
+    def checkpoint_streams(self) -> None:
+        """Publish what is in flight, then write every stream's checkpoint and commit: a checkpoint never
+        covers a frame whose mask might still be lost, so restoring it cannot skip an unpublished frame."""
+        self._drain()
+        self.publisher.flush()
+        for stream_id in list(self._stream_partition):
+            if self.backend.has(stream_id):
+                self.state_store.save(self.publisher, stream_id, self.backend.checkpoint(stream_id))
+        self.publisher.flush()
+        self.publisher.commit()
+
     def lose(self, lost: list[TopicPartition]) -> None:
         """Partitions were taken away without a hand-over (this router missed the group's deadlines): their
         frames now belong to another router, so nothing is committed or checkpointed; the actors are dropped."""
@@ -347,6 +361,7 @@ class Router:
         self.consumer.subscribe([self.topics.frames], listener=_Rebalance(self))
         transactional = self.publisher.transactional
         taken, last_frame, last_commit = 0, time.monotonic(), time.monotonic()
+        last_checkpoint = time.monotonic()
         try:
             while not stop.is_set():
                 if self.settings.max_frames is not None and taken >= self.settings.max_frames and not self.in_flight:
@@ -376,6 +391,10 @@ class Router:
                     if time.monotonic() - last_commit > self.settings.commit_interval_s:
                         self.publisher.commit()
                         last_commit = time.monotonic()
+                interval = self.settings.checkpoint_interval_s
+                if interval is not None and time.monotonic() - last_checkpoint > interval:
+                    self.checkpoint_streams()
+                    last_checkpoint = time.monotonic()
             self.shutdown()
         except BaseException:
             self.publisher.abort()
@@ -421,6 +440,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--instance-id", default=socket.gethostname(), help="stable id of this router")
     parser.add_argument("--delivery", choices=DELIVERY_MODES, default="at-least-once")
     parser.add_argument("--max-in-flight", type=int, default=8)
+    parser.add_argument("--checkpoint-interval", type=float, default=30.0,
+                        help="seconds between stream checkpoints to the state topic (0: only on hand-over)")
     parser.add_argument("--max-lag", type=float, help="drop frames captured more than this many seconds ago")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--idle-exit", type=float, help="stop after this many seconds without a frame")
@@ -448,6 +469,7 @@ def run_main(argv: list[str]) -> int:
         delivery=args.delivery,
         max_in_flight=args.max_in_flight,
         max_lag_s=args.max_lag,
+        checkpoint_interval_s=args.checkpoint_interval or None,
         max_frames=args.max_frames,
         idle_exit_s=args.idle_exit,
         consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES) if args.fast_group_join else {},

@@ -51,6 +51,9 @@ class StreamBackend(Protocol):
     def process(self, stream_id: str, payload: bytes, meta: FrameMeta) -> Future[dict[str, Any]]:
         """Submit a frame; the future yields its mask record (a dict valid against the schema)."""
 
+    def checkpoint(self, stream_id: str) -> bytes:
+        """The stream's checkpoint after the work submitted so far."""
+
     def release(self, stream_id: str) -> bytes | None:
         """Wait for the stream's work, drop its processor, return its checkpoint (None if it had none)."""
 
@@ -93,6 +96,9 @@ class _WorkerBackend:
 
     def process(self, stream_id: str, payload: bytes, meta: FrameMeta) -> Future[dict[str, Any]]:
         return self._call(self.handles[stream_id], "process", frame_input(payload, meta))
+
+    def checkpoint(self, stream_id: str) -> bytes:
+        return self._call(self.handles[stream_id], "checkpoint").result()
 
     def release(self, stream_id: str) -> bytes | None:
         handle = self.handles.pop(stream_id, None)

@@ -86,3 +86,33 @@ def test_state_moves_with_the_partition(kafka_broker: EmbeddedBroker) -> None:
         reader.close()
     header, _ = read_checkpoint(checkpoints[moved[0]])
     assert header["stream_id"] == moved[0] and header["last_seq"] is not None
+
+
+def test_periodic_checkpoints_follow_the_published_masks(kafka_broker: EmbeddedBroker) -> None:
+    """With a checkpoint interval, a running router keeps the state topic current (a crash loses little)."""
+    bootstrap, layout = kafka_broker.bootstrap, TopicLayout.prefixed("periodic")
+    ensure_topics(bootstrap, layout)
+    send_control(bootstrap, [ControlOp("add-stream", "cam", time.time(),
+                                       prompt=PromptSpec(task="referring", text="the red square"))], layout.control)
+    with LocalBackend() as backend:
+        settings = RouterSettings(bootstrap, layout, group_id="periodic-router", checkpoint_interval_s=0.5,
+                                  consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES))
+        thread = RouterThread(settings, backend)
+        thread.start()
+        try:
+            assert thread.router.ready.wait(60)
+            send_frames(bootstrap, layout.frames, "cam", make_clip(0, "test", WorldConfig(num_frames=4)).frames, 0)
+            assert len(_wait_masks(bootstrap, layout.masks, 4)) == 4
+            reader = TopicReader(bootstrap, layout.state)
+            try:
+                deadline, last_seq = time.monotonic() + 20, None
+                while last_seq != 3 and time.monotonic() < deadline:
+                    for record in reader.poll(timeout_ms=300):
+                        last_seq = read_checkpoint(record.value)[0]["last_seq"]
+            finally:
+                reader.close()
+            assert last_seq == 3 and thread.is_alive()  # written while the router runs, not at its hand-over
+        finally:
+            thread.stop.set()
+            thread.join(60)
+    assert thread.error is None
