@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -79,6 +80,19 @@ def _save_latest(trainer: Trainer, out: Path, extra: dict) -> None:
     staging.rename(out / LATEST)
 
 
+class _StopRequest:
+    """SIGTERM / SIGINT end the run after the current step, with a checkpoint, instead of losing the progress since
+    the last one."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._request)
+
+    def _request(self, number: int, frame: object) -> None:
+        self.requested = True
+
+
 def _bar_text(result: StepResult, samples_per_s: float) -> dict[str, str]:
     text = {BAR_NAMES[name]: f"{value:.3f}" for name, value in result.losses.items() if name in BAR_NAMES}
     text["lr"] = f"{result.lr:.1e}"
@@ -114,8 +128,9 @@ def main(argv: list[str]) -> int:
 
     started = last_save = time.monotonic()
     seen = 0
+    stop = _StopRequest()
     with open(out / LOG_FILE, "a") as log, tqdm(total=args.steps, initial=trainer.step_index, unit="step") as bar:
-        while trainer.step_index < args.steps:
+        while trainer.step_index < args.steps and not stop.requested:
             step = trainer.step_index
             result = trainer.train_step(batch_for_step(samples, args.seed, step))
             seen += result.samples
@@ -131,5 +146,6 @@ def main(argv: list[str]) -> int:
                 last_save = time.monotonic()
     elapsed = time.monotonic() - started
     _save_latest(trainer, out, {**extra, "elapsed_s": elapsed})
-    print(f"done: {trainer.step_index} steps in {elapsed / 60:.1f} min; checkpoint {out / LATEST}")
+    stopped = " (stopped on request; --resume continues it)" if stop.requested else ""
+    print(f"done: {trainer.step_index} steps in {elapsed / 60:.1f} min{stopped}; checkpoint {out / LATEST}")
     return 0

@@ -36,6 +36,7 @@ def report():
     return json.loads(lines[0])
 
 
+@pytest.mark.slow
 def test_json_has_every_headline_metric_in_range(report):
     assert report["model"] == "synthetic-tiny" and report["split"] == "test" and report["clips"] == 2
     for key in HEADLINE:
@@ -45,6 +46,7 @@ def test_json_has_every_headline_metric_in_range(report):
     assert any(kind.startswith("reasoning/") for kind in report["per_kind"])
 
 
+@pytest.mark.slow
 def test_shipped_model_scores_above_its_floor(report):
     for key, floor in FLOORS.items():
         assert report[key] >= floor, f"{key} {report[key]:.3f} < floor {floor}"
