@@ -7,7 +7,6 @@ streams are split by LoRA adapter (Serve model multiplexing, as in the split VLL
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 from ray import serve
@@ -16,14 +15,7 @@ from models.lora_adapters import DEFAULT_ADAPTER
 from models.temporal import StreamState
 from models.video_predictor import FrameRequest
 from operators.local_stages import LocalStages
-from pipeline.serve.replica import (
-    ModelReplica,
-    PackedResult,
-    load_predictor,
-    pack_result,
-    size_batches,
-    timed,
-)
+from pipeline.serve.replica import ModelReplica, PackedResult, load_predictor, pack_result, size_batches, timed
 from pipeline.serve.settings import AppArgs
 from pipeline.serve.vllm import MAX_ADAPTERS_PER_REPLICA
 
@@ -31,12 +23,9 @@ from pipeline.serve.vllm import MAX_ADAPTERS_PER_REPLICA
 @serve.deployment(name="Fused")
 class Fused(ModelReplica):
     def __init__(self, args: AppArgs) -> None:
-        self.predictor, model_id = load_predictor(args, args.fused)
-        self.stages = LocalStages(self.predictor, model_id, args.adapters_dir)
+        self.predictor, self.model_id = load_predictor(args, args.fused)
+        self.stages = LocalStages(self.predictor, self.model_id, args.adapters_dir)
         size_batches(self.step_batch, args.fused)
-
-    def info(self) -> dict[str, Any]:
-        return {"model_id": self.stages.model_id, "config": self.stages.config.to_dict()}
 
     @serve.multiplexed(max_num_models_per_replica=MAX_ADAPTERS_PER_REPLICA)
     async def get_adapter(self, name: str) -> str:

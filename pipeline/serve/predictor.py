@@ -6,7 +6,6 @@ features (large, straight from the Encode deployment through the object store), 
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from ray import serve
@@ -14,14 +13,7 @@ from ray import serve
 from models.hyperseg import EncodedFrame
 from models.prompts import TaskPrompt
 from pipeline.serve.encode import stack_encoded
-from pipeline.serve.replica import (
-    ModelReplica,
-    PackedResult,
-    load_predictor,
-    pack_result,
-    size_batches,
-    timed,
-)
+from pipeline.serve.replica import ModelReplica, PackedResult, load_predictor, pack_result, size_batches, timed
 from pipeline.serve.settings import AppArgs
 
 
@@ -30,10 +22,6 @@ class Predictor(ModelReplica):
     def __init__(self, args: AppArgs) -> None:
         self.predictor, self.model_id = load_predictor(args, args.predictor, "predictor")
         size_batches(self.predict_batch, args.predictor)
-
-    def info(self) -> dict[str, Any]:
-        """The model the app serves: what stream actors need to run the per-stream logic."""
-        return {"model_id": self.model_id, "config": self.predictor.cfg.to_dict()}
 
     async def __call__(self, encoded: EncodedFrame, queries: torch.Tensor, prompts: torch.Tensor,
                        prompt: TaskPrompt, size: tuple[int, int]) -> tuple[PackedResult, torch.Tensor]:

@@ -41,6 +41,11 @@ class ModelReplica:
     (a lost or faulted GPU), so Serve replaces the replica instead of routing frames to it."""
 
     predictor: HyperSegVideoPredictor
+    model_id: str
+
+    def info(self) -> dict[str, Any]:
+        """The model the app serves: what stream actors need to run the per-stream logic."""
+        return {"model_id": self.model_id, "config": self.predictor.cfg.to_dict()}
 
     def check_health(self) -> None:
         device = self.predictor.model.device
