@@ -68,7 +68,7 @@ class RouterSettings:
     checkpoint_interval_s: float | None = 30.0
     #: Stop after this many frames were taken (tests, demos); None: run until stopped.
     max_frames: int | None = None
-    #: Stop after no frame arrived for this many seconds; None: run until stopped.
+    #: Stop after no frame arrived for this many seconds since partitions were assigned; None: run until stopped.
     idle_exit_s: float | None = None
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -360,13 +360,17 @@ class Router:
         self.apply_control(self.control_reader.catch_up())
         self.consumer.subscribe([self.topics.frames], listener=_Rebalance(self))
         transactional = self.publisher.transactional
-        taken, last_frame, last_commit = 0, time.monotonic(), time.monotonic()
+        taken, last_commit = 0, time.monotonic()
+        last_frame: float | None = None  # idle time counts from the first assignment (joining can take a while)
         last_checkpoint = time.monotonic()
         try:
             while not stop.is_set():
                 if self.settings.max_frames is not None and taken >= self.settings.max_frames and not self.in_flight:
                     break
-                if self.settings.idle_exit_s is not None and time.monotonic() - last_frame > self.settings.idle_exit_s:
+                if last_frame is None and self.ready.is_set():
+                    last_frame = time.monotonic()
+                idle = self.settings.idle_exit_s
+                if idle is not None and last_frame is not None and time.monotonic() - last_frame > idle:
                     break
                 self._backpressure(taken)
                 room = self.settings.max_in_flight - self.in_flight
