@@ -37,9 +37,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 8
-#: The shipped model's own figure (``hyperseg-stream eval --json`` saved next to the weights) and how far a
-#: single streamed test clip may fall below it.
-EVAL_FILE = REPO / "models" / "weights" / "synthetic-tiny" / "eval.json"
+#: The shipped model's own figure (the JSON of ``hyperseg-stream eval --json``, next to the weights or in docs/)
+#: and how far a single streamed test clip may fall below it.
+EVAL_FILES = (REPO / "models" / "weights" / "synthetic-tiny" / "eval.json", REPO / "docs" / "eval.json")
 EVAL_MARGIN = 0.15
 #: How far the streamed masks may fall below the same model run in-process on the raw frames of the same clip
 #: (the stream adds H.264 + JPEG compression on the way in).
@@ -165,8 +165,10 @@ def test_streamed_masks_match_the_model(two_streams: dict) -> None:
     streamed = streamed_jf(records, clip)
     offline = offline_jf(clip, seed=0)
     assert streamed >= offline - PARITY_MARGIN, (streamed, offline)
-    if EVAL_FILE.is_file():
-        figure = json.loads(EVAL_FILE.read_text())["referring_jf"]
+    evals = [json.loads(path.read_text()) for path in EVAL_FILES if path.is_file()]
+    evals = [e for e in evals if e.get("model", "synthetic-tiny") == "synthetic-tiny" and "referring_jf" in e]
+    if evals:
+        figure = evals[0]["referring_jf"]
         assert streamed >= figure - EVAL_MARGIN, (streamed, figure)
 
 
