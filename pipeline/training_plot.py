@@ -22,7 +22,7 @@ COLOURS = {"total": (20, 20, 20), "mask": (200, 60, 40), "dice": (40, 120, 220),
 METRICS = (("referring_jf", "referring J&F", 0.80), ("reasoning_jf", "reasoning J&F", 0.60),
            ("vos_jf", "VOS J&F", 0.80), ("image_giou", "image gIoU", 0.80), ("image_ciou", "image cIoU", None),
            ("panoptic_pq", "panoptic PQ", 0.50), ("semantic_miou", "semantic mIoU", None))
-SMOOTH = 25  # steps of the moving average drawn over the noisy per-step losses
+SMOOTH = 5  # logged records (10 steps each by default) in the moving average over the noisy losses
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -79,7 +79,7 @@ def draw_losses(image: np.ndarray, panel: Panel, log: dict[str, np.ndarray]) -> 
         ys = (np.log10(np.clip(curve, low, None)) - lo) / (hi - lo)
         points = np.array([panel.point(x, y) for x, y in zip(xs, ys)], dtype=np.int32)
         cv2.polylines(image, [points], False, COLOURS[part], 2 if part == "total" else 1, cv2.LINE_AA)
-        _text(image, part, (panel.x1 - 80, panel.y0 + 18 + 16 * i), colour=COLOURS[part])
+        _text(image, part, (panel.x0 + 10 + 75 * i, panel.y1 - 10), colour=COLOURS[part])
     _text(image, "training loss parts (moving average), log scale", (panel.x0, panel.y0 - 10), 0.5)
     _text(image, f"step 0 .. {int(last)}", (panel.x0, panel.y1 + 18))
 

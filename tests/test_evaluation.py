@@ -19,9 +19,10 @@ from operators.synthetic import WorldConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINE = ("referring_jf", "reasoning_jf", "vos_jf", "image_giou", "image_ciou", "panoptic_pq", "semantic_miou")
-# Floors for the shipped model on the clips below: well under what it scores (docs/training.md), far above the
-# ~0.02 of untrained weights, so a broken model, pipeline or metric shows.
-FLOORS = {"referring_jf": 0.3, "vos_jf": 0.3, "image_giou": 0.3, "panoptic_pq": 0.2}
+# Floors for the shipped model on the two clips below, about half of what it scores there (referring 0.37, VOS 0.46,
+# image gIoU 0.12, semantic mIoU 0.14 when written) and far above the ~0.02 of untrained weights, so a broken model,
+# pipeline or metric shows. Panoptic PQ is 0 for this model (docs/training.md), so it has no floor.
+FLOORS = {"referring_jf": 0.15, "vos_jf": 0.25, "image_giou": 0.06, "semantic_miou": 0.07}
 
 
 @pytest.fixture(scope="module")
