@@ -24,12 +24,14 @@ class DemoClip:
 
 
 def _prompt(clip: Clip, kind: str) -> tuple[PromptSpec, tuple[int, ...]]:
-    """The clip's first prompt of ``kind``: "referring" (an expression) or "classes" (an instance class list)."""
+    """The clip's first prompt of ``kind``: "referring" (an expression) or "classes" (a class list, semantic
+    segmentation: one mask per listed class present; the shipped tiny model's instance and panoptic outputs are
+    still empty, see docs/eval.json)."""
     for prompt in clip.prompts:
         if kind == "referring" and prompt.kind == "referring":
             return PromptSpec(task="referring", text=prompt.text), prompt.targets
-        if kind == "classes" and (prompt.kind, prompt.subkind) == ("generic", "instance"):
-            return PromptSpec(task="generic", classes=prompt.classes, generic_mode="instance"), prompt.targets
+        if kind == "classes" and (prompt.kind, prompt.subkind) == ("generic", "semantic"):
+            return PromptSpec(task="generic", classes=prompt.classes, generic_mode="semantic"), prompt.targets
     raise ValueError(f"clip {clip.seed} has no {kind} prompt; pick another seed")
 
 
