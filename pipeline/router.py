@@ -32,6 +32,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.future import Future as KafkaFuture
 from kafka.partitioner.default import murmur2
 
+from monitoring import metrics
 from operators.stream_processor import SequenceError
 from pipeline.broker import EmbeddedBroker, consumer_config
 from pipeline.control import ControlOp, ControlReader, ControlTable
@@ -345,6 +346,17 @@ class Router:
         self.ready.set()
 
     # ---- main loop ---------------------------------------------------------------------------------------
+    def report_depth(self) -> None:
+        """Queue depths for Prometheus: frames in flight here, and frames waiting in Kafka for this router
+        (the consumer lag, from the high-water marks of its last fetches: the signal to scale routers on)."""
+        metrics.set_queue_depth("router_in_flight", self.in_flight)
+        lag = 0
+        for tp in self.consumer.assignment():
+            highwater, position = self.consumer.highwater(tp), self.consumer.position(tp)
+            if highwater is not None and position is not None:
+                lag += max(highwater - position, 0)
+        metrics.set_queue_depth("frames_lag", lag)
+
     def _backpressure(self, taken: int) -> None:
         """Pause fetching while too many frames are in flight (or max_frames were taken); resume below it."""
         limit = self.settings.max_frames
@@ -389,11 +401,13 @@ class Router:
                 if transactional:
                     if records:
                         self._drain()
+                        self.report_depth()
                     self.publisher.commit()  # the batch's masks, offsets and any state writes, atomically
                 else:
                     self.publish_ready()
                     if time.monotonic() - last_commit > self.settings.commit_interval_s:
                         self.publisher.commit()
+                        self.report_depth()
                         last_commit = time.monotonic()
                 interval = self.settings.checkpoint_interval_s
                 if interval is not None and time.monotonic() - last_checkpoint > interval:
@@ -457,6 +471,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fast-group-join", action="store_true", help="short group timeouts (embedded broker)")
     parser.add_argument("--create-topics", type=int, metavar="PARTITIONS",
                         help="create missing topics first, frames and masks with this many partitions")
+    parser.add_argument("--metrics-port", type=int, default=9400, help="Prometheus /metrics port (0: off)")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -480,6 +495,8 @@ def run_main(argv: list[str]) -> int:
     )
     if args.create_topics:
         ensure_topics(args.bootstrap, settings.topics, partitions=args.create_topics)
+    if args.metrics_port:
+        metrics.start_metrics_server(args.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

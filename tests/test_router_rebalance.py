@@ -8,6 +8,7 @@ import time
 
 import pytest
 from kafka.partitioner.default import murmur2
+from prometheus_client import REGISTRY
 
 from operators.prompt_spec import PromptSpec
 from operators.stream_processor import read_checkpoint
@@ -89,7 +90,8 @@ def test_state_moves_with_the_partition(kafka_broker: EmbeddedBroker) -> None:
 
 
 def test_periodic_checkpoints_follow_the_published_masks(kafka_broker: EmbeddedBroker) -> None:
-    """With a checkpoint interval, a running router keeps the state topic current (a crash loses little)."""
+    """With a checkpoint interval, a running router keeps the state topic current (a crash loses little), and it
+    reports its lag and in-flight frames as Prometheus gauges."""
     bootstrap, layout = kafka_broker.bootstrap, TopicLayout.prefixed("periodic")
     ensure_topics(bootstrap, layout)
     send_control(bootstrap, [ControlOp("add-stream", "cam", time.time(),
@@ -112,6 +114,10 @@ def test_periodic_checkpoints_follow_the_published_masks(kafka_broker: EmbeddedB
             finally:
                 reader.close()
             assert last_seq == 3 and thread.is_alive()  # written while the router runs, not at its hand-over
+            # The router reports its queue depths for Prometheus: nothing left in Kafka or in flight.
+            depth = {stage: REGISTRY.get_sample_value("hyperseg_queue_depth", {"stage": stage})
+                     for stage in ("frames_lag", "router_in_flight")}
+            assert depth == {"frames_lag": 0.0, "router_in_flight": 0.0}
         finally:
             thread.stop.set()
             thread.join(60)
