@@ -233,7 +233,7 @@ def test_confluent_kafka_reads_the_masks(pipeline: Pipeline, two_streams: dict) 
 def _router_process(bootstrap: str, instance: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "pipeline.cli", "run", "--bootstrap", bootstrap, "--topic-prefix", "eos",
                "--no-ray", "--delivery", "exactly-once", "--instance-id", instance, "--max-in-flight", "2",
-               "--fast-group-join", "--idle-exit", "6", "--log-level", "WARNING"]
+               "--fast-group-join", "--idle-exit", "6", "--metrics-port", "0", "--log-level", "WARNING"]
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
