@@ -1,7 +1,7 @@
 """Draw docs/training.png with OpenCV (no plotting dependency): the training loss parts over steps, and the
 headline test metrics of `hyperseg-stream eval --json` against the issue's bars.
 
-    python -m pipeline.training_plot --log out/train/synthetic-tiny/log.jsonl --eval docs/eval.json \
+    python -m pipeline.training_plot --log docs/training_log.jsonl --eval docs/eval.json \
         --out docs/training.png
 """
 
