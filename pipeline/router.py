@@ -480,6 +480,8 @@ def run_main(argv: list[str]) -> int:
     """CLI entry (``hyperseg-stream run``): route until Ctrl-C / SIGTERM, then hand over cleanly."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.log_level.upper() != "DEBUG":
+        logging.getLogger("kafka").setLevel(logging.WARNING)  # the client's connection chatter
     settings = RouterSettings(
         bootstrap=args.bootstrap,
         topics=TopicLayout.prefixed(args.topic_prefix) if args.topic_prefix else TopicLayout(),

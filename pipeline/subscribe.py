@@ -164,6 +164,7 @@ def subscribe_main(argv: list[str]) -> int:
     if args.overlay and not (args.stream and (args.source or args.frames_topic)):
         parser.error("--overlay needs --stream and one of --source / --frames-topic")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # the client's connection chatter
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     kept: list[dict[str, Any]] = []
