@@ -67,6 +67,9 @@ class RouterSettings:
     #: Every this many seconds, checkpoint every stream to the state topic (after its masks are out), so a
     #: router that crashes loses at most this much temporal state; None: only on hand-over.
     checkpoint_interval_s: float | None = 30.0
+    #: A stream with no frame for this many seconds is checkpointed to the state topic and its actor freed;
+    #: its next frame restores it. None: never.
+    idle_evict_s: float | None = 60.0
     #: Stop after this many frames were taken (tests, demos); None: run until stopped.
     max_frames: int | None = None
     #: Stop after no frame arrived for this many seconds since partitions were assigned; None: run until stopped.
@@ -157,6 +160,7 @@ class Router:
         self._queues: dict[str, deque[_Pending]] = {}
         self._stream_partition: dict[str, TopicPartition] = {}
         self._done_seq: dict[str, int] = {}
+        self._last_seen: dict[str, float] = {}
         self._paused = False
         #: Set once the router holds partitions (tests and the demo start producing after it).
         self.ready = threading.Event()
@@ -191,8 +195,12 @@ class Router:
         self._drain(lambda p: p.stream_id == stream_id)
         self.backend.release(stream_id)
         self.state_store.save(self.publisher, stream_id, None)
-        self._done_seq.pop(stream_id, None)
-        self._stream_partition.pop(stream_id, None)
+        self._drop(stream_id)
+
+    def _drop(self, stream_id: str) -> None:
+        """Forget what this router knows about a stream that left it."""
+        for table in (self._done_seq, self._stream_partition, self._last_seen):
+            table.pop(stream_id, None)
 
     # ---- frames --------------------------------------------------------------------------------------------
     def _counters(self, stream_id: str) -> StreamCounters:
@@ -217,6 +225,7 @@ class Router:
             self._skip(stream_id, meta.seq, cell, reason)
             return
         self._stream_partition[stream_id] = tp
+        self._last_seen[stream_id] = time.monotonic()
         self._open(stream_id)
         if meta.seq <= self._done_seq.get(stream_id, -1):
             self._skip(stream_id, meta.seq, cell, "already processed before the last checkpoint")
@@ -307,8 +316,7 @@ class Router:
             state = self.backend.release(stream_id)
             if state is not None:
                 self.state_store.save(self.publisher, stream_id, state)
-            self._stream_partition.pop(stream_id, None)
-            self._done_seq.pop(stream_id, None)
+            self._drop(stream_id)
         self.publisher.flush()
         self.publisher.commit()
         self.publisher.tracker.forget(revoked)
@@ -326,6 +334,22 @@ class Router:
         self.publisher.flush()
         self.publisher.commit()
 
+    def evict_idle(self) -> list[str]:
+        """Checkpoint and free the actors of streams idle longer than ``idle_evict_s`` (nothing in flight)."""
+        limit, now = self.settings.idle_evict_s, time.monotonic()
+        idle = [s for s, seen in self._last_seen.items()
+                if limit is not None and now - seen > limit and self.backend.has(s) and not self._queues.get(s)]
+        if idle:
+            self.publisher.flush()  # the checkpoint must not get ahead of the masks it covers
+        for stream_id in idle:
+            state = self.backend.release(stream_id)
+            if state is not None:
+                self.state_store.save(self.publisher, stream_id, state)
+            self._done_seq.pop(stream_id, None)
+            self._last_seen.pop(stream_id, None)  # the partition mapping stays: a hand-over still knows it
+            log.info("stream %s idle for %.0f s: checkpointed and evicted", stream_id, limit)
+        return idle
+
     def lose(self, lost: list[TopicPartition]) -> None:
         """Partitions were taken away without a hand-over (this router missed the group's deadlines): their
         frames now belong to another router, so nothing is committed or checkpointed; the actors are dropped."""
@@ -334,8 +358,7 @@ class Router:
         for stream_id in [s for s, tp in self._stream_partition.items() if tp in lost]:
             self._queues.pop(stream_id, None)
             self.backend.release(stream_id)
-            self._stream_partition.pop(stream_id, None)
-            self._done_seq.pop(stream_id, None)
+            self._drop(stream_id)
         self.publisher.tracker.forget(lost)
 
     def take_over(self, assigned: list[TopicPartition]) -> None:
@@ -413,6 +436,9 @@ class Router:
                 if interval is not None and time.monotonic() - last_checkpoint > interval:
                     self.checkpoint_streams()
                     last_checkpoint = time.monotonic()
+                if self.evict_idle():
+                    self.publisher.flush()
+                    self.publisher.commit()
             self.shutdown()
         except BaseException:
             self.publisher.abort()
@@ -460,6 +486,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-in-flight", type=int, default=8)
     parser.add_argument("--checkpoint-interval", type=float, default=30.0,
                         help="seconds between stream checkpoints to the state topic (0: only on hand-over)")
+    parser.add_argument("--idle-evict", type=float, default=60.0,
+                        help="free a stream's actor after this many seconds without a frame (0: never)")
     parser.add_argument("--max-lag", type=float, help="drop frames captured more than this many seconds ago")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--idle-exit", type=float, help="stop after this many seconds without a frame")
@@ -491,6 +519,7 @@ def run_main(argv: list[str]) -> int:
         max_in_flight=args.max_in_flight,
         max_lag_s=args.max_lag,
         checkpoint_interval_s=args.checkpoint_interval or None,
+        idle_evict_s=args.idle_evict or None,
         max_frames=args.max_frames,
         idle_exit_s=args.idle_exit,
         consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES) if args.fast_group_join else {},

@@ -122,3 +122,31 @@ def test_periodic_checkpoints_follow_the_published_masks(kafka_broker: EmbeddedB
             thread.stop.set()
             thread.join(60)
     assert thread.error is None
+
+
+def test_idle_streams_are_evicted_and_resume_from_their_checkpoint(kafka_broker: EmbeddedBroker) -> None:
+    bootstrap, layout = kafka_broker.bootstrap, TopicLayout.prefixed("evict")
+    ensure_topics(bootstrap, layout)
+    send_control(bootstrap, [ControlOp("add-stream", "cam", time.time(),
+                                       prompt=PromptSpec(task="referring", text="the red square"))], layout.control)
+    frames = make_clip(0, "test", WorldConfig(num_frames=4)).frames
+    with LocalBackend() as backend:
+        settings = RouterSettings(bootstrap, layout, group_id="evict-router", idle_evict_s=1.0,
+                                  consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES))
+        thread = RouterThread(settings, backend)
+        thread.start()
+        try:
+            assert thread.router.ready.wait(60)
+            send_frames(bootstrap, layout.frames, "cam", frames[:2], 0)
+            assert len(_wait_masks(bootstrap, layout.masks, 2)) == 2
+            deadline = time.monotonic() + 20
+            while backend.has("cam") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not backend.has("cam"), "the idle stream kept its worker"
+            send_frames(bootstrap, layout.frames, "cam", frames[2:], 2)
+            assert [r["frame_seq"] for r in _wait_masks(bootstrap, layout.masks, 4)] == [0, 1, 2, 3]
+            assert backend.handles["cam"].processor.frames == 4  # resumed from the eviction checkpoint
+        finally:
+            thread.stop.set()
+            thread.join(60)
+    assert thread.error is None
