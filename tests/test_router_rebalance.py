@@ -4,7 +4,10 @@ keep it fast; the Kafka side is what is under test."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kafka.partitioner.default import murmur2
@@ -89,64 +92,59 @@ def test_state_moves_with_the_partition(kafka_broker: EmbeddedBroker) -> None:
     assert header["stream_id"] == moved[0] and header["last_seq"] is not None
 
 
+@contextlib.contextmanager
+def one_camera_router(broker: EmbeddedBroker, prefix: str, **settings: Any) -> Iterator[tuple[RouterThread, str]]:
+    """A router (in-process model) on fresh ``prefix`` topics, with stream "cam" added; yields it once it holds
+    its partition, with the bootstrap string."""
+    bootstrap, layout = broker.bootstrap, TopicLayout.prefixed(prefix)
+    ensure_topics(bootstrap, layout)
+    send_control(bootstrap, [ControlOp("add-stream", "cam", time.time(),
+                                       prompt=PromptSpec(task="referring", text="the red square"))], layout.control)
+    with LocalBackend() as backend:
+        thread = RouterThread(RouterSettings(bootstrap, layout, group_id=f"{prefix}-router",
+                                             consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES), **settings), backend)
+        thread.start()
+        try:
+            assert thread.router.ready.wait(60)
+            yield thread, bootstrap
+        finally:
+            thread.stop.set()
+            thread.join(60)
+    assert thread.error is None
+
+
 def test_periodic_checkpoints_follow_the_published_masks(kafka_broker: EmbeddedBroker) -> None:
     """With a checkpoint interval, a running router keeps the state topic current (a crash loses little), and it
     reports its lag and in-flight frames as Prometheus gauges."""
-    bootstrap, layout = kafka_broker.bootstrap, TopicLayout.prefixed("periodic")
-    ensure_topics(bootstrap, layout)
-    send_control(bootstrap, [ControlOp("add-stream", "cam", time.time(),
-                                       prompt=PromptSpec(task="referring", text="the red square"))], layout.control)
-    with LocalBackend() as backend:
-        settings = RouterSettings(bootstrap, layout, group_id="periodic-router", checkpoint_interval_s=0.5,
-                                  consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES))
-        thread = RouterThread(settings, backend)
-        thread.start()
+    with one_camera_router(kafka_broker, "periodic", checkpoint_interval_s=0.5) as (thread, bootstrap):
+        layout = thread.router.topics
+        send_frames(bootstrap, layout.frames, "cam", make_clip(0, "test", WorldConfig(num_frames=4)).frames, 0)
+        assert len(_wait_masks(bootstrap, layout.masks, 4)) == 4
+        reader = TopicReader(bootstrap, layout.state)
         try:
-            assert thread.router.ready.wait(60)
-            send_frames(bootstrap, layout.frames, "cam", make_clip(0, "test", WorldConfig(num_frames=4)).frames, 0)
-            assert len(_wait_masks(bootstrap, layout.masks, 4)) == 4
-            reader = TopicReader(bootstrap, layout.state)
-            try:
-                deadline, last_seq = time.monotonic() + 20, None
-                while last_seq != 3 and time.monotonic() < deadline:
-                    for record in reader.poll(timeout_ms=300):
-                        last_seq = read_checkpoint(record.value)[0]["last_seq"]
-            finally:
-                reader.close()
-            assert last_seq == 3 and thread.is_alive()  # written while the router runs, not at its hand-over
-            # The router reports its queue depths for Prometheus: nothing left in Kafka or in flight.
-            depth = {stage: REGISTRY.get_sample_value("hyperseg_queue_depth", {"stage": stage})
-                     for stage in ("frames_lag", "router_in_flight")}
-            assert depth == {"frames_lag": 0.0, "router_in_flight": 0.0}
+            deadline, last_seq = time.monotonic() + 20, None
+            while last_seq != 3 and time.monotonic() < deadline:
+                for record in reader.poll(timeout_ms=300):
+                    last_seq = read_checkpoint(record.value)[0]["last_seq"]
         finally:
-            thread.stop.set()
-            thread.join(60)
-    assert thread.error is None
+            reader.close()
+        assert last_seq == 3 and thread.is_alive()  # written while the router runs, not at its hand-over
+        # The router reports its queue depths for Prometheus: nothing left in Kafka or in flight.
+        depth = {stage: REGISTRY.get_sample_value("hyperseg_queue_depth", {"stage": stage})
+                 for stage in ("frames_lag", "router_in_flight")}
+        assert depth == {"frames_lag": 0.0, "router_in_flight": 0.0}
 
 
 def test_idle_streams_are_evicted_and_resume_from_their_checkpoint(kafka_broker: EmbeddedBroker) -> None:
-    bootstrap, layout = kafka_broker.bootstrap, TopicLayout.prefixed("evict")
-    ensure_topics(bootstrap, layout)
-    send_control(bootstrap, [ControlOp("add-stream", "cam", time.time(),
-                                       prompt=PromptSpec(task="referring", text="the red square"))], layout.control)
     frames = make_clip(0, "test", WorldConfig(num_frames=4)).frames
-    with LocalBackend() as backend:
-        settings = RouterSettings(bootstrap, layout, group_id="evict-router", idle_evict_s=1.0,
-                                  consumer_overrides=dict(EMBEDDED_GROUP_OVERRIDES))
-        thread = RouterThread(settings, backend)
-        thread.start()
-        try:
-            assert thread.router.ready.wait(60)
-            send_frames(bootstrap, layout.frames, "cam", frames[:2], 0)
-            assert len(_wait_masks(bootstrap, layout.masks, 2)) == 2
-            deadline = time.monotonic() + 20
-            while backend.has("cam") and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert not backend.has("cam"), "the idle stream kept its worker"
-            send_frames(bootstrap, layout.frames, "cam", frames[2:], 2)
-            assert [r["frame_seq"] for r in _wait_masks(bootstrap, layout.masks, 4)] == [0, 1, 2, 3]
-            assert backend.handles["cam"].processor.frames == 4  # resumed from the eviction checkpoint
-        finally:
-            thread.stop.set()
-            thread.join(60)
-    assert thread.error is None
+    with one_camera_router(kafka_broker, "evict", idle_evict_s=1.0) as (thread, bootstrap):
+        layout, backend = thread.router.topics, thread.router.backend
+        send_frames(bootstrap, layout.frames, "cam", frames[:2], 0)
+        assert len(_wait_masks(bootstrap, layout.masks, 2)) == 2
+        deadline = time.monotonic() + 20
+        while backend.has("cam") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not backend.has("cam"), "the idle stream kept its worker"
+        send_frames(bootstrap, layout.frames, "cam", frames[2:], 2)
+        assert [r["frame_seq"] for r in _wait_masks(bootstrap, layout.masks, 4)] == [0, 1, 2, 3]
+        assert backend.handles["cam"].processor.frames == 4  # resumed from the eviction checkpoint
