@@ -72,6 +72,10 @@ class PerceiverConfig:
     gated: bool = True  # the paper's tanh(MLP) gate; False = the authors' released ungated residual
 
 
+# peft's name for the adapter a model is built with: the one its checkpoint trains.
+DEFAULT_ADAPTER = "default"
+
+
 @dataclass
 class LoraSettings:
     rank: int = 8

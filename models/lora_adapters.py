@@ -11,9 +11,8 @@ from pathlib import Path
 
 from peft import PeftModel
 
+from models.config import DEFAULT_ADAPTER
 from models.hyperseg import HyperSeg
-
-DEFAULT_ADAPTER = "default"
 
 
 class AdapterError(ValueError):
