@@ -21,14 +21,12 @@ from typing import IO, Any
 
 import av
 import numpy as np
-from kafka import KafkaConsumer
 
 from operators.frame_codec import decode_jpeg
 from operators.overlay import Mp4Writer, draw_overlay
 from operators.rle import decode_rle
-from pipeline.broker import consumer_config
 from pipeline.records import RecordError, decode_record, parse_frame_headers
-from pipeline.topic_reader import assign_all
+from pipeline.topic_reader import TopicReader
 
 log = logging.getLogger(__name__)
 
@@ -74,25 +72,25 @@ def iter_mask_records(
 
     Ends when ``stop`` is set or nothing new arrived for ``idle_timeout_s`` (None: never).
     """
-    consumer = KafkaConsumer(**consumer_config(bootstrap, None))
+    reader = TopicReader(bootstrap, topic)
     try:
-        assign_all(consumer, topic)
         key = None if stream_id is None else stream_id.encode("utf-8")
         last_new = time.monotonic()
         while not (stop is not None and stop.is_set()):
             if idle_timeout_s is not None and time.monotonic() - last_new > idle_timeout_s:
                 return
-            for records in consumer.poll(timeout_ms=200).values():
+            messages = reader.poll(timeout_ms=200)
+            if messages:
                 last_new = time.monotonic()
-                for message in records:
-                    if key is not None and message.key != key:
-                        continue
-                    try:
-                        yield decode_record(message.value)
-                    except RecordError as exc:
-                        log.error("%s offset %d skipped: %s", topic, message.offset, exc)
+            for message in messages:
+                if key is not None and message.key != key:
+                    continue
+                try:
+                    yield decode_record(message.value)
+                except RecordError as exc:
+                    log.error("%s offset %d skipped: %s", topic, message.offset, exc)
     finally:
-        consumer.close()
+        reader.close()
 
 
 def file_frames(source: str) -> Iterator[tuple[int, np.ndarray]]:
@@ -104,21 +102,21 @@ def file_frames(source: str) -> Iterator[tuple[int, np.ndarray]]:
 
 def topic_frames(bootstrap: str, topic: str, stream_id: str, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
     """(seq, RGB frame) of one stream's JPEG records on the frames topic, until every wanted seq was seen."""
-    consumer = KafkaConsumer(**consumer_config(bootstrap, None))
+    reader = TopicReader(bootstrap, topic)
     try:
-        assign_all(consumer, topic)
         key, remaining = stream_id.encode("utf-8"), set(wanted)
         last_new = time.monotonic()
         while remaining and time.monotonic() - last_new < 5.0:
-            for records in consumer.poll(timeout_ms=200).values():
+            messages = reader.poll(timeout_ms=200)
+            if messages:
                 last_new = time.monotonic()
-                for message in records:
-                    meta = parse_frame_headers(message.headers)
-                    if message.key == key and meta.seq in remaining and meta.codec == "jpeg":
-                        remaining.discard(meta.seq)
-                        yield meta.seq, decode_jpeg(message.value)
+            for message in messages:
+                meta = parse_frame_headers(message.headers)
+                if message.key == key and meta.seq in remaining and meta.codec == "jpeg":
+                    remaining.discard(meta.seq)
+                    yield meta.seq, decode_jpeg(message.value)
     finally:
-        consumer.close()
+        reader.close()
 
 
 def render_overlay(

@@ -12,7 +12,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from pipeline.broker import consumer_config
 
 
-def assign_all(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+def _assign_all(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     """Assign every partition of ``topic`` from its beginning; RuntimeError if the topic does not exist."""
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
@@ -31,7 +31,7 @@ class TopicReader:
         self.topic = topic
         self._consumer = KafkaConsumer(**consumer_config(bootstrap, None, **consumer_overrides))
         try:
-            self._partitions = assign_all(self._consumer, topic)
+            self._partitions = _assign_all(self._consumer, topic)
         except RuntimeError:
             self._consumer.close()
             raise
