@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 Task = Literal["referring", "reasoning", "generic", "visual", "vis"]
 GenericMode = Literal["panoptic", "semantic", "instance"]
-TASKS: tuple[str, ...] = ("referring", "reasoning", "generic", "visual", "vis")
+TASKS: tuple[str, ...] = get_args(Task)
+GENERIC_MODES: tuple[str, ...] = get_args(GenericMode)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from operators.training_samples import TEMPORAL_SUBKINDS, task_prompt
 TASKS = ("referring", "reasoning", "visual", "generic", "image")
 VIDEO_TASKS = ("referring", "reasoning", "visual")
 # Generic modes with a metric here (instance mode shares the panoptic training and has no metric of its own).
-GENERIC_MODES = ("panoptic", "semantic")
+SCORED_GENERIC_MODES = ("panoptic", "semantic")
 # The temporal-adapter ablation: (global prompt aggregation, local latent injection).
 TEMPORAL_VARIANTS: dict[str, tuple[bool, bool]] = {"both": (True, True), "global_only": (True, False),
                                                    "local_only": (False, True), "off": (False, False)}
@@ -80,7 +80,7 @@ def _streams(clip: Clip, tasks: tuple[str, ...]) -> list[_Stream]:
     for i, prompt in enumerate(clip.prompts):
         if prompt.kind in ("referring", "reasoning", "visual") and prompt.kind in tasks:
             streams.append(_Stream(prompt, f"{clip.seed}/{i}"))
-        elif prompt.kind == "generic" and "generic" in tasks and prompt.subkind in GENERIC_MODES:
+        elif prompt.kind == "generic" and "generic" in tasks and prompt.subkind in SCORED_GENERIC_MODES:
             streams.append(_Stream(prompt, f"{clip.seed}/{i}"))
     return streams
 

@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 from models.config import DEFAULT_ADAPTER, VisualPromptConfig
-from models.prompts import TASKS, TaskPrompt
+from models.prompts import GENERIC_MODES, TASKS, TaskPrompt
 from models.visual_prompts import box_mask, points_mask, scribble_mask
 from operators.rle import decode_rle
 
-GENERIC_MODES = ("panoptic", "semantic", "instance")
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
