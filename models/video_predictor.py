@@ -68,6 +68,7 @@ def needs_vllm(request: FrameRequest, state: StreamState) -> bool:
 
 
 def vllm_call(prompt: TaskPrompt, state: StreamState, cfg: HyperSegConfig) -> VLLMCall:
+    """The stream's VLLM input; its latents only when the config injects them (`vllm_batch` relies on this)."""
     return VLLMCall(prompt, state.latents if cfg.temporal.inject_latents else None, state.region_features)
 
 
@@ -139,15 +140,14 @@ class HyperSegVideoPredictor:
         regions = [model.region_features(image_tokens[b], c.prompt.regions)
                    if c.prompt.task == "visual" and c.region_features is None else c.region_features
                    for b, c in enumerate(calls)]
-        inject = self.cfg.temporal.inject_latents
         out = model.vllm_step(image_tokens, pyramid,
-                              [VLLMRequest(c.prompt, c.latents if inject else None, r) for c, r in zip(calls, regions)])
+                              [VLLMRequest(c.prompt, c.latents, r) for c, r in zip(calls, regions)])
         results = []
         for b, call in enumerate(calls):
             count = int(out.prompt_valid[b].sum())
             results.append(VLLMResult(
                 queries=out.queries[b], prompts=out.prompts[b, :count],
-                latents=out.next_latents[b] if inject else None, entities=out.entities[b],
+                latents=out.next_latents[b] if self.cfg.temporal.inject_latents else None, entities=out.entities[b],
                 region_features=regions[b] if call.region_features is None else None,
             ))
         return results
