@@ -154,4 +154,4 @@ def load_default_model(checkpoint: str | Path | None = None, device: str | torch
     """(model in eval mode, model id): the given checkpoint directory, else the shipped synthetic-world model."""
     directory = Path(checkpoint) if checkpoint else SHIPPED_DIR
     model, _ = load_checkpoint(directory, device=str(device))
-    return model.eval(), directory.name
+    return model, directory.name

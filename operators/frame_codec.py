@@ -11,7 +11,7 @@ import numpy as np
 
 
 class FrameDecodeError(ValueError):
-    """Raised when bytes from the frames topic are not a decodable JPEG/PNG image."""
+    """A frames-topic payload that does not decode: not an image, an unknown codec, or a packet with no picture."""
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
