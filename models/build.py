@@ -34,4 +34,3 @@ def build_tiny(device: str | torch.device = "cpu") -> HyperSeg:
 
 def build_hyperseg_3b(device: str | torch.device = "meta", tokenizer_dir: str | Path | None = None) -> HyperSeg:
     return build_hyperseg("hyperseg-3b", device, tokenizer_dir)
-
