@@ -8,11 +8,11 @@
   (monitoring/prometheus.yml uses it), next to Serve's own `ray_serve_*` metrics.
 
 Names (Ray adds the `ray_` prefix):
-  hyperseg_stage_latency_seconds{stage}         histogram: decode, encode, vllm, predictor, fused, frame
+  hyperseg_stage_latency_seconds{stage}         histogram: decode, encode, vllm, predictor, fused, rle, frame
   hyperseg_frames_processed_total{stream}       counter: frames that produced a mask record
   hyperseg_frames_dropped_total{stream}         counter: sequence gaps seen by the stream (dropped upstream)
   hyperseg_frame_errors_total{stream,kind}      counter: frames that failed (decode, prompt, sequence, ...)
-  hyperseg_queue_depth{stage}                   gauge: frames submitted and not yet finished (router)
+  hyperseg_queue_depth{stage}                   gauge: router_in_flight (submitted, not yet published), frames_lag
   hyperseg_active_streams                       gauge: per-stream actors alive in this router
   hyperseg_evictions_total                      counter: idle streams checkpointed and evicted
 """
@@ -42,7 +42,7 @@ METRICS = {
         MetricDef("hyperseg_frames_processed_total", "counter", "Frames that produced a mask record", ("stream",)),
         MetricDef("hyperseg_frames_dropped_total", "counter", "Frames missing from a stream's sequence", ("stream",)),
         MetricDef("hyperseg_frame_errors_total", "counter", "Frames that failed", ("stream", "kind")),
-        MetricDef("hyperseg_queue_depth", "gauge", "Frames submitted and not yet finished", ("stage",)),
+        MetricDef("hyperseg_queue_depth", "gauge", "Frames waiting at a stage of the router", ("stage",)),
         MetricDef("hyperseg_active_streams", "gauge", "Per-stream actors alive in this router"),
         MetricDef("hyperseg_evictions_total", "counter", "Idle streams checkpointed and evicted"),
     )
