@@ -41,8 +41,8 @@ class Mp4Writer:
         self._started = False
 
     def write(self, frame: np.ndarray) -> None:
-        height, width = frame.shape[:2] if not self._started else (self._stream.height, self._stream.width)
         if not self._started:
+            height, width = frame.shape[:2]
             self._stream.height, self._stream.width = height - height % 2, width - width % 2
             self._started = True
         frame = np.ascontiguousarray(frame[: self._stream.height, : self._stream.width])
