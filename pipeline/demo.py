@@ -1,7 +1,7 @@
-"""`hyperseg-stream demo`: run HyperSeg frame by frame on a clip of the synthetic world and write an overlay MP4.
+"""`hyperseg-stream demo-model`: run HyperSeg frame by frame on a clip of the synthetic world and write an overlay MP4.
 
-This is the model-only demo: the streaming demo (broker, Ray Serve, two streams) replaces it once the pipeline
-exists. Without `--checkpoint` it runs the shipped synthetic-world model (models/weights/synthetic-tiny).
+The model alone, no broker or Ray (`hyperseg-stream demo` is the streaming demo). Without `--checkpoint` it runs
+the shipped synthetic-world model (models/weights/synthetic-tiny).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _referring_prompt(clip) -> tuple[TaskPrompt, int]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="hyperseg-stream demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="hyperseg-stream demo-model", description=__doc__)
     parser.add_argument("--checkpoint", help="a hyperseg-stream checkpoint directory (default: the shipped model)")
     parser.add_argument("--seed", type=int, default=0, help="which test-split clip of the synthetic world")
     parser.add_argument("--frames", type=int, default=24)
