@@ -43,14 +43,6 @@ class TaskPrompt:
             if region.dim() != 2 or not bool(region.any()):
                 raise ValueError("each visual-prompt region must be a non-empty 2-D mask")
 
-    @property
-    def num_prompts(self) -> int:
-        if self.task in ("generic", "vis"):
-            return len(self.classes)
-        if self.task == "visual":
-            return len(self.regions)
-        return 1
-
     def key(self) -> str:
         """Identity of the prompt: the temporal state belongs to it and is reset when it changes."""
         digest = hashlib.sha256()

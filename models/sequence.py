@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from models.templates import SEG_TOKEN, ChatTemplate, TaskTemplate
+from models.templates import PLACEHOLDERS, SEG_TOKEN, ChatTemplate, TaskTemplate
 
 IGNORE_INDEX = -100
-_PLACEHOLDER = re.compile(r"(<image>|<temporal>|<seg>|<refer>|<cls>|<region>|<entities>)")
+_PLACEHOLDER = re.compile("(" + "|".join(map(re.escape, PLACEHOLDERS)) + ")")
 
 
 @dataclass
