@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SYSTEM_TOOLS := ffmpeg rtsp-server-perl prometheus
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps demo test clean
 
 setup: $(VENV)/.installed
 
