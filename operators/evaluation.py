@@ -233,8 +233,7 @@ def ablations(predictor: HyperSegVideoPredictor, cfg: EvalConfig, kinds: tuple[s
     unknown = set(kinds) - {"temporal", "keyframe"}
     if unknown:
         raise ValueError(f"unknown ablation kinds {sorted(unknown)}; choose temporal and/or keyframe")
-    video = EvalConfig(split=cfg.split, clips=cfg.clips, first_seed=cfg.first_seed, world=cfg.world,
-                       tasks=VIDEO_TASKS, point_radius_px=cfg.point_radius_px)
+    video = replace(cfg, tasks=VIDEO_TASKS, key_frame_interval=1)
     rows: dict[str, dict[str, object]] = {}
     if "temporal" in kinds:
         for name, (aggregate, inject) in TEMPORAL_VARIANTS.items():
