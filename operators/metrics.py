@@ -81,17 +81,21 @@ def jf_sequence(preds: np.ndarray, gts: np.ndarray) -> JFScore:
     return JFScore(j=float(np.mean(js)), f=float(np.mean(fs)), count=len(js))
 
 
-def ciou(preds: np.ndarray, gts: np.ndarray) -> float:
-    """Cumulative IoU over a data set: total intersection / total union (1.0 if every union is empty)."""
+def _accumulated(preds: np.ndarray, gts: np.ndarray) -> IoUAccumulator:
     accumulator = IoUAccumulator()
     for pred, gt in zip(preds, gts, strict=True):
         accumulator.add(pred, gt)
-    return accumulator.ciou
+    return accumulator
+
+
+def ciou(preds: np.ndarray, gts: np.ndarray) -> float:
+    """Cumulative IoU over a data set: total intersection / total union (1.0 if every union is empty)."""
+    return _accumulated(preds, gts).ciou
 
 
 def giou(preds: np.ndarray, gts: np.ndarray) -> float:
     """Generalised IoU: mean of per-sample IoU (an empty union counts as 1)."""
-    return float(np.mean([iou(p, g) for p, g in zip(preds, gts, strict=True)]))
+    return _accumulated(preds, gts).giou
 
 
 @dataclass
