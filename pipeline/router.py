@@ -363,6 +363,7 @@ class Router:
                 self.state_store.save(self.publisher, stream_id, state)
             self._done_seq.pop(stream_id, None)
             self._last_seen.pop(stream_id, None)  # the partition mapping stays: a hand-over still knows it
+            metrics.stream_evicted()
             log.info("stream %s idle for %.0f s: checkpointed and evicted", stream_id, limit)
         return idle
 
