@@ -36,6 +36,7 @@ import numpy as np
 
 from models.config import HyperSegConfig
 from models.postprocess import FrameResult
+from models.prompts import TaskPrompt
 from models.temporal import StreamState
 from models.video_predictor import FrameRequest
 from operators.frame_codec import FrameDecodeError
@@ -134,6 +135,7 @@ class StreamProcessor:
         self.frames = 0
         self.gaps = 0
         self._packet_decoder: PacketDecoder | None = None
+        self._rasterised: tuple[tuple[PromptSpec, tuple[int, int]], TaskPrompt] | None = None
 
     # ---- control ------------------------------------------------------------------------------------------
     def set_prompt(self, spec: PromptSpec | dict) -> PromptSpec:
@@ -151,7 +153,7 @@ class StreamProcessor:
         prompt, state = self._prompt_for(frame.seq)
         height, width = int(image.shape[0]), int(image.shape[1])
         try:
-            task_prompt = prompt.to_task_prompt((height, width), self.stages.config.visual_prompt)
+            task_prompt = self._task_prompt(prompt, (height, width))
         except PromptError as exc:
             if prompt is self.pending_prompt:  # a new prompt that cannot apply is dropped; the old one stays
                 self.pending_prompt = None
@@ -182,6 +184,13 @@ class StreamProcessor:
         if self.prompt is None:
             raise NoPromptError(f"stream {self.stream_id!r} has no prompt yet; set one before sending frames")
         return self.prompt, self.state
+
+    def _task_prompt(self, prompt: PromptSpec, size: tuple[int, int]) -> TaskPrompt:
+        """The prompt's TaskPrompt for frames of `size`, rasterised once per (prompt, size) rather than per frame:
+        drawing a visual prompt's regions at frame size (a scribble especially) costs more than a small model step."""
+        if self._rasterised is None or self._rasterised[0] != (prompt, size):
+            self._rasterised = ((prompt, size), prompt.to_task_prompt(size, self.stages.config.visual_prompt))
+        return self._rasterised[1]
 
     def _decode(self, frame: FrameInput) -> np.ndarray:
         if frame.codec == "jpeg":
