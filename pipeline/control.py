@@ -30,7 +30,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from operators.prompt_spec import PromptError, PromptSpec
 from pipeline.broker import producer_config
-from pipeline.records import SCHEMA_VERSION, RecordError, decode_record, encode_record, status_headers
+from pipeline.records import SCHEMA_VERSION, RecordError, decode_record, encode_record, json_headers
 from pipeline.topic_reader import TopicReader
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def send_control(bootstrap: str, ops: Sequence[ControlOp], topic: str = CONTROL_
     producer = KafkaProducer(**producer_config(bootstrap))
     try:
         for op in ops:
-            producer.send(topic, key=op.stream_id.encode("utf-8"), value=encode_control(op), headers=status_headers())
+            producer.send(topic, key=op.stream_id.encode("utf-8"), value=encode_control(op), headers=json_headers())
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=10)

@@ -26,7 +26,7 @@ from operators.frame_codec import encode_jpeg
 from pipeline.broker import producer_config
 from pipeline.frame_buffer import FrameBuffer
 from pipeline.reconnect import RetryPolicy, StreamState, supervise
-from pipeline.records import build_status_record, encode_record, frame_headers, status_headers
+from pipeline.records import build_status_record, encode_record, frame_headers, json_headers
 from pipeline.sources import Frame, Packet, SourceConfigError, SourceSpec, parse_source
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class _SourceRunner:
             self.settings.status_topic,
             key=self.key,
             value=encode_record(record, "stream_status"),
-            headers=status_headers(),
+            headers=json_headers(),
         )
 
     def on_item(self, item: Frame | Packet) -> None:
@@ -189,7 +189,7 @@ def _report_crash(spec: SourceSpec, bootstrap: str, settings: IngestSettings, ex
             settings.status_topic,
             key=spec.stream_id.encode("utf-8"),
             value=encode_record(record, "stream_status"),
-            headers=status_headers(),
+            headers=json_headers(),
         )
         producer.flush(timeout=10)
     finally:

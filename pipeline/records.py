@@ -153,8 +153,8 @@ def mask_headers(seq: int, capture_ts: float) -> Headers:
     return _header_set(JSON_CONTENT_TYPE, seq=seq, capture_ts=float(capture_ts))
 
 
-def status_headers() -> Headers:
-    """Headers of a stream-status record."""
+def json_headers() -> Headers:
+    """Headers of a JSON record that carries no frame fields (stream status, control)."""
     return _header_set(JSON_CONTENT_TYPE)
 
 
