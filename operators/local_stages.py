@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.checkpoint import load_default_model
 from models.config import HyperSegConfig
@@ -47,7 +46,6 @@ class LocalStages:
     def run(self, request: FrameRequest, adapter: str) -> tuple[FrameResult, StreamState]:
         return self.run_batch([request], adapter)[0]
 
-    @torch.no_grad()
     def run_batch(self, requests: list[FrameRequest], adapter: str) -> list[tuple[FrameResult, StreamState]]:
         """Several streams that share one LoRA adapter, in one batch."""
         model = self.predictor.model
