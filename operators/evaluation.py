@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.config import TemporalConfig
+from models.config import TemporalConfig, VisualPromptConfig
 from models.postprocess import FrameResult
 from models.video_predictor import FrameRequest, HyperSegVideoPredictor
 from operators.metrics import ALL_KINDS, IoUAccumulator, JFAccumulator, PanopticAccumulator, SemanticAccumulator
@@ -45,7 +45,7 @@ class EvalConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     tasks: tuple[str, ...] = TASKS
     key_frame_interval: int = 1  # run the VLLM on every k-th frame; the predictor runs on every frame
-    point_radius_px: int = 5
+    point_radius_px: int = VisualPromptConfig.point_radius
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(TASKS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from models.config import VisualPromptConfig
 from models.losses import FrameTarget
 from models.prompts import TaskPrompt
 from models.training import TrainingSample
@@ -48,7 +49,7 @@ class SampleConfig:
     clip_batch_share: float = 0.5  # share of steps whose batch is clips rather than images
     image_batch_size: int = 8
     clip_batch_size: int = 3
-    point_radius_px: int = 5  # clicks become discs of this radius (as models' VisualPromptConfig)
+    point_radius_px: int = VisualPromptConfig.point_radius  # clicks become discs of this radius, as in serving
 
 
 def _visible(clip: Clip, t: int, objects: tuple[int, ...], min_px: int = 1) -> list[int]:
