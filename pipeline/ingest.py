@@ -64,6 +64,15 @@ class StreamReport:
     error: str | None = None
 
 
+def send_status(
+    producer: KafkaProducer, topic: str, stream_id: str, state: str, attempt: int, error: str | None
+) -> None:
+    """Publish one stream-status record, keyed by the stream id."""
+    record = build_status_record(stream_id, state, attempt, error)
+    producer.send(topic, key=stream_id.encode("utf-8"), value=encode_record(record, "stream_status"),
+                  headers=json_headers())
+
+
 class _SourceRunner:
     """Everything one source process does: read, buffer, encode, produce, report."""
 
@@ -87,13 +96,7 @@ class _SourceRunner:
         )
         self.report.reconnects += state == "reconnecting"
         self.report.error = error or self.report.error
-        record = build_status_record(self.spec.stream_id, state, attempt, error)
-        self.producer.send(
-            self.settings.status_topic,
-            key=self.key,
-            value=encode_record(record, "stream_status"),
-            headers=json_headers(),
-        )
+        send_status(self.producer, self.settings.status_topic, self.spec.stream_id, state, attempt, error)
 
     def on_item(self, item: Frame | Packet) -> None:
         """Reader side: queue an item under the drop policy; pass-through restarts at a key frame after a drop."""
@@ -184,13 +187,7 @@ def _report_crash(spec: SourceSpec, bootstrap: str, settings: IngestSettings, ex
     log.error("stream %s crashed: %s", spec.stream_id, error)
     producer = KafkaProducer(**producer_config(bootstrap, **settings.producer_overrides))
     try:
-        record = build_status_record(spec.stream_id, "down", 0, error)
-        producer.send(
-            settings.status_topic,
-            key=spec.stream_id.encode("utf-8"),
-            value=encode_record(record, "stream_status"),
-            headers=json_headers(),
-        )
+        send_status(producer, settings.status_topic, spec.stream_id, "down", 0, error)
         producer.flush(timeout=10)
     finally:
         producer.close(timeout=10)
