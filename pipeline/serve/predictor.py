@@ -6,7 +6,6 @@ features (large, straight from the Encode deployment through the object store), 
 
 from __future__ import annotations
 
-
 import torch
 from ray import serve
 
