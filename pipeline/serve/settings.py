@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 TransportDtype = Literal["float32", "float16", "bfloat16"]
 
 
 class StageSettings(BaseModel):
     """Resources and batching of one deployment."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key in a Serve config is an error, not a default
 
     num_cpus: float = 0.25
     num_gpus: float = 0.0  # set > 0 where the cluster has GPUs: the model then runs on cuda
@@ -23,6 +25,8 @@ class StageSettings(BaseModel):
 
 
 class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     mode: Literal["split", "fused"] = "split"  # split: four stage deployments; fused: one, for a one-GPU machine
     checkpoint: str | None = None  # model directory; None: the weights shipped in models/weights
     adapters_dir: str | None = None  # LoRA adapters other than "default": <adapters_dir>/<name>/
