@@ -110,22 +110,7 @@ class _Pending:
     cell: list[Any]
 
 
-def _wake_io_loop(consumer: KafkaConsumer) -> None:
-    """Make the consumer's I/O loop look at its ready tasks now.
-
-    kafka-python 3.0.12 resumes a task awaiting a Future with a plain ``call_soon``, which does not wake the
-    loop's select() when the Future is resolved from another thread: a rebalance listener would sit until the
-    next heartbeat (1-3 s; the "listener took 1.001s" warning). Upstream merges the two calls
-    (dpkp/kafka-python#3139); until a release has it, wake the loop ourselves (a no-op where it has no such loop).
-    """
-    net = getattr(consumer, "_net", None)
-    if net is not None:
-        net.wakeup()
-
-
-def _off_loop(
-    work: Callable[[list[TopicPartition]], None], partitions: list[TopicPartition], consumer: KafkaConsumer
-) -> KafkaFuture:
+def _off_loop(work: Callable[[list[TopicPartition]], None], partitions: list[TopicPartition]) -> KafkaFuture:
     """Run ``work`` in a thread and return a future the consumer's I/O loop can await.
 
     kafka-python 3 calls rebalance listeners on its I/O loop, which must keep heart-beating while a hand-over
@@ -142,7 +127,6 @@ def _off_loop(
             future.failure(exc)
         else:
             future.success(None)
-        _wake_io_loop(consumer)
 
     threading.Thread(target=run, name="rebalance", daemon=True).start()
     return future
@@ -155,13 +139,13 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         self.router = router
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await _off_loop(self.router.hand_over, list(revoked), self.router.consumer)
+        await _off_loop(self.router.hand_over, list(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await _off_loop(self.router.take_over, list(assigned), self.router.consumer)
+        await _off_loop(self.router.take_over, list(assigned))
 
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        await _off_loop(self.router.lose, list(lost), self.router.consumer)
+        await _off_loop(self.router.lose, list(lost))
 
 
 class Router:
