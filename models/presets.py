@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from models.config import (
     HyperSegConfig,
@@ -78,6 +79,19 @@ PRESETS: dict[str, HyperSegConfig] = {
         ),
     ),
 }
+
+# The shipped synthetic-world model: tiny, with the ImageNet EfficientNet-Lite0 as a frozen pyramid backbone, because
+# a backbone trained from zero on CPU learns colour but hardly shape (docs/training.md).
+PRESETS["tiny-lite0"] = dataclasses.replace(
+    PRESETS["tiny"],
+    name="tiny-lite0",
+    pyramid=dataclasses.replace(
+        PRESETS["tiny"].pyramid, backbone="efficientnet_lite0", pretrained_backbone=True,
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),  # the normalisation of the TensorFlow training
+    ),
+    language=dataclasses.replace(PRESETS["tiny"].language, recognize_entities=False),
+    frozen=("pyramid.backbone",),
+)
 
 
 def preset_config(name: str) -> HyperSegConfig:

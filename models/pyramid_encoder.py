@@ -1,4 +1,7 @@
-"""Pyramid encoder F_seg: a transformers Swin backbone (res2..res5) and Mask2Former's deformable pixel decoder.
+"""Pyramid encoder F_seg: a backbone (res2..res5) and Mask2Former's deformable pixel decoder.
+
+The backbone is transformers' Swin, as in the paper, or EfficientNet-Lite0 (models/efficientnet_lite.py), the one
+network with ImageNet weights on these machines.
 
 The two halves are separate calls because the streaming pipeline may place them on different actors: the backbone
 features feed both the perceiver (res3..res5) and the pixel decoder, whose output feeds the predictor.
@@ -14,6 +17,7 @@ from transformers import Mask2FormerConfig, SwinBackbone, SwinConfig
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerPixelDecoder
 
 from models.config import PyramidEncoderConfig
+from models.efficientnet_lite import EfficientNetLite0Backbone, imagenet_state_dict
 from models.mask2former_init import init_mask2former_parts
 
 SCALES = ("res2", "res3", "res4", "res5")
@@ -39,21 +43,27 @@ def pixel_decoder_config(cfg: PyramidEncoderConfig) -> Mask2FormerConfig:
     )
 
 
+def build_backbone(cfg: PyramidEncoderConfig) -> nn.Module:
+    if cfg.backbone == "efficientnet_lite0":
+        return EfficientNetLite0Backbone()
+    return SwinBackbone(
+        SwinConfig(
+            image_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            embed_dim=cfg.embed_dim,
+            depths=list(cfg.depths),
+            num_heads=list(cfg.num_heads),
+            window_size=cfg.window_size,
+            out_features=[f"stage{i + 1}" for i in range(len(cfg.depths))],
+        )
+    )
+
+
 class PyramidEncoder(nn.Module):
     def __init__(self, cfg: PyramidEncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = SwinBackbone(
-            SwinConfig(
-                image_size=cfg.image_size,
-                patch_size=cfg.patch_size,
-                embed_dim=cfg.embed_dim,
-                depths=list(cfg.depths),
-                num_heads=list(cfg.num_heads),
-                window_size=cfg.window_size,
-                out_features=[f"stage{i + 1}" for i in range(len(cfg.depths))],
-            )
-        )
+        self.backbone = build_backbone(cfg)
         decoder_cfg = pixel_decoder_config(cfg)
         decoder = Mask2FormerPixelDecoder(decoder_cfg, feature_channels=list(cfg.channels))
         # transformers allocates the level embedding with the legacy constructor, which ignores the default device
@@ -63,9 +73,17 @@ class PyramidEncoder(nn.Module):
         init_mask2former_parts(decoder, decoder_cfg)
         self.pixel_decoder = decoder
 
+    def load_pretrained_backbone(self) -> None:
+        """Copy the ImageNet weights into an EfficientNet-Lite0 backbone (the start of a training run)."""
+        if not isinstance(self.backbone, EfficientNetLite0Backbone):
+            raise ValueError("only the efficientnet_lite0 backbone has pretrained weights here")
+        self.backbone.load_state_dict(imagenet_state_dict())
+
     def backbone_features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Images (B,3,S,S), normalised -> {res2: 1/4, res3: 1/8, res4: 1/16, res5: 1/32}."""
-        maps = self.backbone(pixels).feature_maps
+        maps = self.backbone(pixels)
+        if isinstance(self.backbone, SwinBackbone):
+            maps = maps.feature_maps
         return dict(zip(SCALES, maps))
 
     def decode_pixels(self, features: dict[str, torch.Tensor]) -> PixelFeatures:

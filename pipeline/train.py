@@ -120,7 +120,10 @@ def main(argv: list[str]) -> int:
             cfg.frozen = ()
         cfg.language.train_base = not args.lora_only
         torch.manual_seed(args.seed)
-        trainer = Trainer(build_hyperseg(cfg, device=device), optim)
+        model = build_hyperseg(cfg, device=device)
+        if cfg.pyramid.pretrained_backbone:
+            model.pyramid.load_pretrained_backbone()
+        trainer = Trainer(model, optim)
     extra = {"samples": json.loads(json.dumps(asdict(samples))), "command": ["hyperseg-stream", "train", *argv],
              "device": device}
     print(f"training {trainer.model.trainable_parameters():,} parameters on {device} for {args.steps} steps "

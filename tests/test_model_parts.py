@@ -67,6 +67,19 @@ def test_vllm_and_predictor_shapes(model, encoded):
     assert pred.boxes.shape == (2, q, 4) and bool(((pred.boxes >= 0) & (pred.boxes <= 1)).all())
 
 
+def test_without_entity_recognition_every_listed_class_is_taken(model, encoded, monkeypatch):
+    """A model configured without hybrid entity recognition never generates names and ignores taught ones, so
+    training and serving see the same sequence."""
+    monkeypatch.setattr(model.cfg.language, "recognize_entities", False)
+    monkeypatch.setattr(model, "recognize_entities", lambda *a: pytest.fail("generated entity names"))
+    classes = ("circle", "square", "star")
+    requests = [VLLMRequest(TaskPrompt("generic", classes=classes)),
+                VLLMRequest(TaskPrompt("generic", classes=classes), entities=("square",))]
+    with torch.no_grad():
+        out = model.vllm_step(encoded.image_tokens, encoded.pyramid, requests)
+    assert out.entities == [classes, classes]
+
+
 @pytest.mark.parametrize("gated", [True, False])
 def test_perceiver_shapes(gated):
     cfg = preset_config("tiny").perceiver
