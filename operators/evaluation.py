@@ -45,7 +45,7 @@ class EvalConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     tasks: tuple[str, ...] = TASKS
     key_frame_interval: int = 1  # run the VLLM on every k-th frame; the predictor runs on every frame
-    point_radius_px: int = VisualPromptConfig.point_radius
+    visual: VisualPromptConfig = field(default_factory=VisualPromptConfig)
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(TASKS)
@@ -124,7 +124,7 @@ def _score_semantic(tallies: _Tallies, clip: Clip, t: int, prompt: Prompt, resul
 
 def _run_video(predictor: HyperSegVideoPredictor, clip: Clip, streams: list[_Stream], cfg: EvalConfig,
                tallies: _Tallies) -> None:
-    prompts = [task_prompt(s.prompt, clip, cfg.point_radius_px) for s in streams]
+    prompts = [task_prompt(s.prompt, clip, cfg.visual) for s in streams]
     states = [None] * len(streams)
     for t, frame in enumerate(clip.frames):
         run_vllm = t % cfg.key_frame_interval == 0
@@ -143,7 +143,7 @@ def _run_images(predictor: HyperSegVideoPredictor, clip: Clip, cfg: EvalConfig, 
     if not chosen:
         return
     frames = [int(clip.visible_px[:, list(p.targets)].sum(axis=1).argmax()) for p in chosen]
-    requests = [FrameRequest(clip.frames[t], task_prompt(p, clip, cfg.point_radius_px)) for p, t in zip(chosen, frames)]
+    requests = [FrameRequest(clip.frames[t], task_prompt(p, clip, cfg.visual)) for p, t in zip(chosen, frames)]
     outputs = predictor.step_batch(requests)
     for prompt, t, (result, _) in zip(chosen, frames, outputs):
         pred, gt = result.masks[0].cpu().numpy(), _target_mask(clip, t, prompt)

@@ -49,7 +49,7 @@ class SampleConfig:
     clip_batch_share: float = 0.5  # share of steps whose batch is clips rather than images
     image_batch_size: int = 8
     clip_batch_size: int = 3
-    point_radius_px: int = VisualPromptConfig.point_radius  # clicks become discs of this radius, as in serving
+    visual: VisualPromptConfig = field(default_factory=VisualPromptConfig)  # how clicks and scribbles are drawn
 
 
 def _visible(clip: Clip, t: int, objects: tuple[int, ...], min_px: int = 1) -> list[int]:
@@ -62,18 +62,19 @@ def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int
     return FrameTarget(masks=masks, prompt_index=torch.tensor(prompt_index, dtype=torch.long))
 
 
-def task_prompt(prompt: Prompt, clip: Clip, point_radius_px: int) -> TaskPrompt:
+def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskPrompt:
     """The model-side prompt of a world prompt (visual prompts rasterised to region masks)."""
     if prompt.kind in ("referring", "reasoning"):
         return TaskPrompt(prompt.kind, text=prompt.text)
     if prompt.kind == "generic":
         return TaskPrompt("generic", classes=prompt.classes, generic_mode=prompt.subkind)
     height, width = clip.frames.shape[1:3]
-    regions = tuple(torch.from_numpy(v.as_mask(height, width, point_radius_px)) for v in prompt.visual)
+    regions = tuple(torch.from_numpy(v.as_mask(height, width, visual)) for v in prompt.visual)
     return TaskPrompt("visual", regions=regions)
 
 
-def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, point_radius_px: int) -> TrainingSample:
+def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int,
+                       visual: VisualPromptConfig) -> TrainingSample:
     """Frames start .. start + length - 1 of `clip` under `prompt`, with the visible targets of each frame."""
     frames = range(start, start + length)
     targets, ids, entities = [], [], []
@@ -92,7 +93,7 @@ def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, poin
     if prompt.kind == "visual":
         region_frame = torch.from_numpy(clip.frames[prompt.visual[0].frame])
     return TrainingSample(frames=torch.from_numpy(clip.frames[start:start + length]),
-                          prompt=task_prompt(prompt, clip, point_radius_px), targets=targets, object_ids=ids,
+                          prompt=task_prompt(prompt, clip, visual), targets=targets, object_ids=ids,
                           entities=entities if prompt.kind == "generic" else None, region_frame=region_frame)
 
 
@@ -112,7 +113,7 @@ def draw_sample(rng: np.random.Generator, cfg: SampleConfig, length: int) -> Tra
             continue  # e.g. no verifiable reasoning expression in this clip: draw another clip
         prompt = options[int(rng.integers(len(options)))]
         start = int(rng.integers(clip.frames.shape[0] - length + 1))
-        return sample_from_prompt(clip, prompt, start, length, cfg.point_radius_px)
+        return sample_from_prompt(clip, prompt, start, length, cfg.visual)
 
 
 def batch_for_step(cfg: SampleConfig, seed: int, step: int) -> list[TrainingSample]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from models.build import build_hyperseg
+from models.config import VisualPromptConfig
 from models.checkpoint import load_default_model
 from models.hyperseg import HyperSeg, VLLMRequest
 from models.presets import preset_config
@@ -32,7 +33,7 @@ def _samples() -> list[TrainingSample]:
     clip = make_clip(0, "train")
     by_text = {p.text: p for p in clip.prompts if p.kind == "referring"}
     assert by_text[EXPRESSIONS[0]].targets != by_text[EXPRESSIONS[1]].targets
-    return [sample_from_prompt(clip, by_text[text], 2, 1, point_radius_px=5) for text in EXPRESSIONS]
+    return [sample_from_prompt(clip, by_text[text], 2, 1, VisualPromptConfig()) for text in EXPRESSIONS]
 
 
 def _refer_logits(model: HyperSeg, frame: torch.Tensor, texts: tuple[str, ...]) -> torch.Tensor:

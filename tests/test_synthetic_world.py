@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from models.config import VisualPromptConfig
+from operators.prompt_spec import Region
 from operators.synthetic import (Clip, WorldConfig, held_out, iter_split, make_background_clip, make_clip, novelty,
                                  resolve, vocabulary)
 from operators.synthetic.predicates import DIRECTIONS, SPATIAL_DIRECTIONS
@@ -224,3 +226,21 @@ def test_background_clip_has_no_objects_and_shares_the_background() -> None:
     covered = positive.masks.any(axis=1)
     away = ~np.stack([cv2.dilate(c.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) for c in covered])
     assert np.array_equal(negative.frames[away], positive.frames[away])
+
+
+def test_training_draws_visual_prompts_as_serving_does() -> None:
+    """A synthetic prompt rasterises to the same pixels as the Region a client would send for it, so the model
+    trains on the prompts it is served (boxes end exclusively here and inclusively in a Region)."""
+    clip = make_clip(3, "train", CONFIG)
+    size, cfg = (CONFIG.height, CONFIG.width), VisualPromptConfig()
+    drawn = 0
+    for visual in (v for p in clip.prompts if p.kind == "visual" for v in p.visual):
+        if visual.mode == "mask":
+            continue
+        if visual.mode == "box":
+            region = Region(box=tuple((visual.data - [0, 0, 1, 1]).tolist()))
+        else:
+            region = Region(**{visual.mode: tuple(map(tuple, visual.data.tolist()))})
+        assert np.array_equal(visual.as_mask(*size, cfg), region.rasterise(size, cfg).numpy()), visual.mode
+        drawn += 1
+    assert drawn >= 3

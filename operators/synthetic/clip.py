@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
-import cv2
 import numpy as np
+
+from models.config import VisualPromptConfig
+from models.visual_prompts import box_mask, points_mask, scribble_mask
 
 PromptKind = Literal["referring", "reasoning", "generic", "visual"]
 VisualMode = Literal["mask", "box", "points", "scribble"]
@@ -56,20 +58,20 @@ class VisualPrompt:
     frame: int
     data: np.ndarray
 
-    def as_mask(self, height: int, width: int, point_radius_px: int = 3) -> np.ndarray:
-        """Rasterise to an (H, W) bool mask, as the model consumes visual prompts (points as small discs)."""
+    def as_mask(self, height: int, width: int, cfg: VisualPromptConfig = VisualPromptConfig()) -> np.ndarray:
+        """Rasterise to an (H, W) bool mask with serving's own drawing (models/visual_prompts.py), so the model
+        trains on the prompts it will be shown."""
+        size = (height, width)
         if self.mode == "mask":
             return self.data.copy()
-        canvas = np.zeros((height, width), dtype=np.uint8)
         if self.mode == "box":
-            x0, y0, x1, y1 = np.round(self.data).astype(int)
-            canvas[y0:y1, x0:x1] = 1
+            x0, y0, x1, y1 = self.data.tolist()
+            drawn = box_mask((x0, y0, x1 - 1, y1 - 1), size)  # our boxes end exclusively, serving's inclusively
         elif self.mode == "points":
-            for x, y in np.round(self.data).astype(int):
-                cv2.circle(canvas, (int(x), int(y)), point_radius_px, 1, thickness=-1)
+            drawn = points_mask(self.data.tolist(), size, cfg.point_radius)
         else:
-            cv2.polylines(canvas, [np.round(self.data).astype(np.int32)], False, 1, thickness=1)
-        return canvas.view(bool)
+            drawn = scribble_mask(self.data.tolist(), size, cfg.scribble_width)
+        return drawn.numpy()
 
 
 @dataclass(frozen=True)
