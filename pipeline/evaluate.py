@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-every", type=int, default=1, help="run the VLLM on every k-th frame only")
     parser.add_argument("--ablation", nargs="*", default=[], choices=("temporal", "keyframe"),
                         help="also evaluate the temporal-adapter variants and/or VLLM key-frame intervals")
+    parser.add_argument("--object-score-threshold", type=float,
+                        help="generic tasks: keep queries whose class probability exceeds this (default: the "
+                             "checkpoint's predictor.object_score_threshold); tune it on --split val")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -48,12 +51,16 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, model_id = load_default_model(args.checkpoint, device=pick_device(args.device))
+    if args.object_score_threshold is not None:
+        model.cfg.predictor.object_score_threshold = args.object_score_threshold
     predictor = HyperSegVideoPredictor(model)
     cfg = EvalConfig(split=args.split, clips=args.clips, first_seed=args.first_seed,
                      world=WorldConfig(num_frames=args.frames), tasks=tuple(args.tasks),
                      key_frame_interval=args.vllm_every)
     started = time.perf_counter()
-    report: dict[str, object] = {"model": model_id, **evaluate(predictor, cfg)}
+    report: dict[str, object] = {"model": model_id,
+                                 "object_score_threshold": model.cfg.predictor.object_score_threshold,
+                                 **evaluate(predictor, cfg)}
     if args.ablation:
         report["ablations"] = ablations(predictor, cfg, tuple(args.ablation))
     report["eval_seconds"] = round(time.perf_counter() - started, 1)
