@@ -114,7 +114,8 @@ def panoptic(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: Predi
 def semantic(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: PredictorConfig,
              size: tuple[int, int]) -> FrameResult:
     """Per-pixel class: sum over queries of class probability x mask probability; background where no class
-    reaches the mask threshold."""
+    reaches the mask threshold. A region's score is its mean class probability, the mask-weighted average over the
+    queries covering each pixel (the sum itself exceeds 1 where several queries cover a pixel)."""
     class_probs = pred.classes[b].softmax(-1)[:, : len(classes)]
     mask_probs = _upsample(pred.masks[b], size).sigmoid()
     per_class = torch.einsum("qc,qhw->chw", class_probs, mask_probs)
@@ -122,7 +123,8 @@ def semantic(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: Predi
     index = torch.where(best > cfg.mask_threshold, index, torch.full_like(index, -1))
     present = [c for c in range(len(classes)) if bool((index == c).any())]
     masks = torch.stack([index == c for c in present]) if present else torch.zeros(0, *size, dtype=torch.bool)
-    scores = torch.stack([per_class[c][index == c].mean() for c in present]) if present else torch.zeros(0)
+    class_share = per_class / mask_probs.sum(0).clamp_min(torch.finfo(per_class.dtype).tiny)
+    scores = torch.stack([class_share[c][index == c].mean() for c in present]) if present else torch.zeros(0)
     return FrameResult(task="generic", masks=masks, scores=scores, labels=[classes[c] for c in present],
                        track_ids=[None] * len(present), query_indices=torch.zeros(0, dtype=torch.long),
                        semantic=index)
