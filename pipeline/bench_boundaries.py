@@ -30,7 +30,7 @@ from models.build import build_hyperseg_3b
 from models.config import HyperSegConfig
 from models.hyperseg import HyperSeg
 from models.presets import preset_config
-from models.stage_parts import STAGE_PARTS, parameter_count
+from models.stage_parts import STAGE_PARTS, parameter_count, stage_parameter_count
 from models.video_predictor import (
     FrameRequest,
     HyperSegVideoPredictor,
@@ -100,7 +100,7 @@ def encoder_feature_values(cfg: HyperSegConfig) -> tuple[int, int]:
 
 def replica_parameters(model: HyperSeg) -> dict[str, int]:
     """Parameters each replica holds: split stages keep only their parts (models/stage_parts.py), fused all."""
-    held = {stage: sum(parameter_count(getattr(model, name)) for name in parts) for stage, parts in STAGE_PARTS.items()}
+    held = {stage: stage_parameter_count(model, stage) for stage in STAGE_PARTS}
     return {**held, "fused": parameter_count(model)}
 
 
