@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from pipeline.broker import producer_config
@@ -34,6 +35,8 @@ class OffsetTracker:
     """
 
     pending: dict[TopicPartition, deque[list[Any]]] = field(default_factory=dict)
+    # Offsets popped for a commit the group refused while rebalancing; they go out with the next commit.
+    deferred: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
 
     def add(self, tp: TopicPartition, offset: int) -> list[Any]:
         """Register a consumed offset; returns its mutable [offset, done] cell."""
@@ -42,8 +45,9 @@ class OffsetTracker:
         return cell
 
     def committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Pop the done prefix of each partition; the offsets to commit (one past the last done)."""
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        """Pop the done prefix of each partition; the offsets to commit (one past the last done), including
+        any deferred ones that no later offset supersedes."""
+        offsets, self.deferred = self.deferred, {}
         for tp, cells in self.pending.items():
             last = None
             while cells and cells[0][1]:
@@ -52,9 +56,17 @@ class OffsetTracker:
                 offsets[tp] = OffsetAndMetadata(last + 1, "", -1)
         return offsets
 
+    def defer(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Keep offsets whose commit failed for the next ``committable`` (the furthest one per partition)."""
+        for tp, meta in offsets.items():
+            if tp not in self.deferred or self.deferred[tp].offset < meta.offset:
+                self.deferred[tp] = meta
+
     def forget(self, partitions: list[TopicPartition]) -> None:
+        """The partitions left this consumer: their offsets are another owner's to commit."""
         for tp in partitions:
             self.pending.pop(tp, None)
+            self.deferred.pop(tp, None)
 
     @property
     def outstanding(self) -> int:
@@ -127,7 +139,13 @@ class Publisher:
         else:
             offsets = self.tracker.committable()
             if offsets:
-                self.consumer.commit(offsets)
+                try:
+                    self.consumer.commit(offsets)
+                except RebalanceInProgressError:
+                    # Not an error: the consumer rejoins in its next poll(), and a partition that moves away is
+                    # handed over (and committed) in the revoke callback first.
+                    log.info("offset commit deferred: the group is rebalancing")
+                    self.tracker.defer(offsets)
 
     def flush(self) -> None:
         """Wait until every record sent so far is acknowledged."""

@@ -28,3 +28,20 @@ def test_forgotten_partitions_are_not_committed() -> None:
     tracker.add(A, 0)[1] = True
     tracker.forget([A])
     assert tracker.committable() == {} and tracker.outstanding == 0
+
+
+def test_a_deferred_commit_goes_out_with_the_next_one() -> None:
+    """A commit refused during a rebalance is retried: the next commit carries it, unless a later offset of the
+    same partition supersedes it or the partition moved away."""
+    tracker = OffsetTracker()
+    tracker.add(A, 0)[1] = True
+    tracker.add(B, 0)[1] = True
+    refused = tracker.committable()
+    tracker.defer(refused)
+    tracker.add(A, 1)[1] = True
+    again = tracker.committable()
+    assert {tp: meta.offset for tp, meta in again.items()} == {A: 2, B: 1}
+    assert tracker.committable() == {}
+    tracker.defer(again)
+    tracker.forget([B])
+    assert {tp: meta.offset for tp, meta in tracker.committable().items()} == {A: 2}
