@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-share", type=float, default=0.5, help="share of steps that train on clips")
     parser.add_argument("--frame-size", type=int, default=256, help="side of the synthetic frames, px")
     parser.add_argument("--freeze-encoders", action="store_true",
-                        help="keep the preset's frozen vision towers (default: train them; tiny has no pretraining)")
+                        help="keep the preset's frozen parts (tiny-lite0: its ImageNet pyramid backbone); default: train "
+                             "everything (tiny has no pretrained part)")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)

@@ -58,10 +58,10 @@ class VisualPrompt:
     frame: int
     data: np.ndarray
 
-    def as_mask(self, height: int, width: int, cfg: VisualPromptConfig = VisualPromptConfig()) -> np.ndarray:
+    def as_mask(self, height: int, width: int, cfg: VisualPromptConfig | None = None) -> np.ndarray:
         """Rasterise to an (H, W) bool mask with serving's own drawing (models/visual_prompts.py), so the model
         trains on the prompts it will be shown."""
-        size = (height, width)
+        cfg, size = cfg or VisualPromptConfig(), (height, width)
         if self.mode == "mask":
             return self.data.copy()
         if self.mode == "box":
