@@ -1,9 +1,10 @@
 """Checkpoint I/O.
 
-The project's format is a directory with `config.json` (the HyperSegConfig and a format version) and
-`model.safetensors`. The released HyperSeg-3B Hugging Face directory loads through a name mapping
-(models/released_names.py). Only safetensors are read: pickle-based files can run code when loaded. Nothing is
-ever downloaded: a missing path is an error.
+The project's format is a directory with `config.json` (the HyperSegConfig and a format version),
+`model.safetensors` and, unless the model uses the built-in byte tokenizer, its tokenizer files (`tokenizer.json`).
+The released HyperSeg-3B Hugging Face directory loads through a name mapping (models/released_names.py). Only
+safetensors are read: pickle-based files can run code when loaded. Nothing is ever downloaded: a missing path is an
+error.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ FORMAT = "hyperseg-stream"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
 _UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
@@ -77,6 +79,8 @@ def save_checkpoint(model: HyperSeg, directory: str | Path) -> Path:
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.cfg.to_dict()}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     save_model(model, str(out / WEIGHTS_FILE))
+    if model.cfg.language.tokenizer != "byte":
+        model.tokenizer.save_pretrained(str(out))
     return out
 
 
@@ -97,7 +101,12 @@ def load_checkpoint(directory: str | Path, device: str = "cpu", strict: bool = T
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"{weights.parent} has no {WEIGHTS_FILE}")
-    model = build_hyperseg(cfg, device=device)
+    own_tokenizer = cfg.language.tokenizer != "byte"
+    if own_tokenizer and not (weights.parent / TOKENIZER_FILE).exists():
+        raise CheckpointError(f"{weights.parent} has no {TOKENIZER_FILE}, and its config uses a "
+                              f"{cfg.language.tokenizer} tokenizer")
+    model = build_hyperseg(cfg, device=device,
+                           tokenizer_dir=directory if own_tokenizer else None)
     missing, unexpected = load_model(model, str(weights), strict=False, device=device)
     report = LoadReport(loaded=len(model.state_dict()) - len(missing), missing=sorted(missing),
                         unexpected=sorted(unexpected))

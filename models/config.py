@@ -108,7 +108,9 @@ class LanguageModelConfig:
 
     model_type: str = "phi"
     hf_config: dict[str, Any] = field(default_factory=dict)
-    tokenizer: Literal["byte", "pretrained"] = "byte"  # "byte": the project's own byte-level tokenizer
+    # "byte": the project's own byte-level tokenizer; "fitted": a byte-level BPE fitted on the training text and
+    # saved with the checkpoint (size: hf_config["vocab_size"]); "pretrained": a checkpoint's own (models/tokenizer.py)
+    tokenizer: Literal["byte", "fitted", "pretrained"] = "byte"
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     template: str = "paper"  # key into models.templates.TEMPLATE_SETS
     # Hybrid entity recognition: the LLM names which listed classes are present before its mask tokens. Off, every

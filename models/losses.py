@@ -19,10 +19,14 @@ from models.predictor import LayerPrediction, PredictorOutput
 from models.sequence import IGNORE_INDEX
 
 
+# Labels of a referring (or reasoning) frame target: the referent, and any other object shown as a negative.
+REFERRED, NOT_REFERRED = 0, 1
+
+
 @dataclass
 class FrameTarget:
     """Ground truth of one frame: object masks (K, H, W) and, per object, the index of its prompt
-    (class index for generic tasks, region index for visual prompts, 0 for the referred object)."""
+    (class index for generic tasks, region index for visual prompts, REFERRED / NOT_REFERRED for referring)."""
 
     masks: torch.Tensor
     prompt_index: torch.Tensor  # (K,) long
@@ -32,7 +36,8 @@ Matching = list[tuple[torch.Tensor, torch.Tensor]]  # per sample: (query indices
 
 
 def _match_logits(layer: LayerPrediction, b: int, task: str) -> torch.Tensor:
-    """Logits whose softmax scores each query against each prompt, background last."""
+    """Logits whose softmax scores each query against each prompt, background last (for referring: the refer
+    logit, then a zero logit that stands for NOT_REFERRED)."""
     if task in ("referring", "reasoning"):
         refer = layer.refer[b, :, :1]
         return torch.cat([refer, torch.zeros_like(refer)], dim=-1)  # softmax([x, 0])[0] = sigmoid(x)
@@ -74,7 +79,8 @@ class HyperSegLoss(nn.Module):
         for b, (target, task, (queries, objects)) in enumerate(zip(targets, tasks, matches)):
             if task in ("referring", "reasoning"):
                 wanted = torch.zeros_like(layer.refer[b, :, 0])
-                wanted[queries.to(device)] = 1.0
+                referred = target.prompt_index.to(device)[objects.to(device)] == REFERRED
+                wanted[queries.to(device)[referred]] = 1.0
                 refer_terms.append(nn.functional.binary_cross_entropy_with_logits(layer.refer[b, :, 0], wanted))
                 continue
             logits = (layer.regions if task == "visual" else layer.classes)[b]

@@ -14,10 +14,22 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from models.templates import PLACEHOLDERS, SEG_TOKEN, ChatTemplate, TaskTemplate
+from models.templates import PLACEHOLDERS, SEG_TOKEN, TEMPLATE_SETS, ChatTemplate, TaskTemplate
 
 IGNORE_INDEX = -100
 _PLACEHOLDER = re.compile("(" + "|".join(map(re.escape, PLACEHOLDERS)) + ")")
+# The text a layout writes around list items (class names, regions).
+_LIST_OPEN, _LIST_SEPARATOR, _LIST_CLOSE = "[", ", ", "]"
+
+
+def literal_text(template_set: str) -> list[str]:
+    """Every piece of text a template set's layouts spell out (placeholders cut out), e.g. to fit a tokenizer."""
+    tset = TEMPLATE_SETS[template_set]
+    templates = [tset.chat.prompt(task.user) for task in tset.tasks.values()]
+    templates += [task.answer for task in tset.tasks.values()]
+    pieces = [piece for template in templates for piece in _PLACEHOLDER.split(template)]
+    return [piece for piece in pieces if piece and piece not in PLACEHOLDERS] + [_LIST_OPEN, _LIST_SEPARATOR,
+                                                                                 _LIST_CLOSE]
 
 
 @dataclass
@@ -92,30 +104,30 @@ class SequenceBuilder:
             elif piece == "<entities>":
                 self._names(layout, values.entities, is_answer, spans=False)
             elif piece == "<region>":
-                self._text(layout, "[", is_answer)
+                self._text(layout, _LIST_OPEN, is_answer)
                 for i in range(values.num_regions):
                     if i:
-                        self._text(layout, ", ", is_answer)
+                        self._text(layout, _LIST_SEPARATOR, is_answer)
                     start, _ = self._slots(layout, 1)
                     layout.regions.append(start)
                     layout.prompt_spans.append((start, start + 1))
-                self._text(layout, "]", is_answer)
+                self._text(layout, _LIST_CLOSE, is_answer)
             else:
                 self._text(layout, piece, is_answer)
 
     def _names(self, layout: SequenceLayout, names: tuple[str, ...], is_answer: bool, spans: bool) -> None:
         """`[a, b]` for a class list (each name a prompt span) or `a, b` for generated entities."""
         if spans:
-            self._text(layout, "[", is_answer)
+            self._text(layout, _LIST_OPEN, is_answer)
         for i, name in enumerate(names):
             if i:
-                self._text(layout, ", ", is_answer)
+                self._text(layout, _LIST_SEPARATOR, is_answer)
             start = len(layout.ids)
             self._text(layout, name, is_answer)
             if spans:
                 layout.prompt_spans.append((start, len(layout.ids)))
         if spans:
-            self._text(layout, "]", is_answer)
+            self._text(layout, _LIST_CLOSE, is_answer)
 
     def build(
         self,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from models.config import VisualPromptConfig
-from models.losses import FrameTarget
+from models.losses import NOT_REFERRED, REFERRED, FrameTarget
 from models.prompts import TaskPrompt
 from models.training import TrainingSample
 from operators.synthetic import Clip, Prompt, WorldConfig, make_clip
@@ -50,6 +50,10 @@ class SampleConfig:
     image_batch_size: int = 8
     clip_batch_size: int = 3
     visual: VisualPromptConfig = field(default_factory=VisualPromptConfig)  # how clicks and scribbles are drawn
+    # On: referring and reasoning targets hold every visible object, the referent labelled REFERRED and the rest
+    # NOT_REFERRED, so the refer score learns to pick the referent among segmented look-alikes. Off (the shipped
+    # model's training): only the referent. Tried, not shipped (docs/training.md).
+    referring_negatives: bool = False
 
 
 def _visible(clip: Clip, t: int, objects: tuple[int, ...], min_px: int = 1) -> list[int]:
@@ -73,20 +77,23 @@ def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskP
     return TaskPrompt("visual", regions=regions)
 
 
-def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int,
-                       visual: VisualPromptConfig) -> TrainingSample:
-    """Frames start .. start + length - 1 of `clip` under `prompt`, with the visible targets of each frame."""
+def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, visual: VisualPromptConfig,
+                       referring_negatives: bool = False) -> TrainingSample:
+    """Frames start .. start + length - 1 of `clip` under `prompt`, with the visible targets of each frame
+    (for referring prompts also the other visible objects, as negatives, when `referring_negatives`)."""
     frames = range(start, start + length)
+    referring = prompt.kind in ("referring", "reasoning")
+    shown = tuple(range(len(clip.objects))) if referring and referring_negatives else prompt.targets
     targets, ids, entities = [], [], []
     for t in frames:
-        visible = _visible(clip, t, prompt.targets)
-        if prompt.kind == "generic":
+        visible = _visible(clip, t, shown)
+        if referring:
+            index = [REFERRED if i in prompt.targets else NOT_REFERRED for i in visible]
+        elif prompt.kind == "generic":
             index = [prompt.classes.index(clip.objects[i].shape) for i in visible]
             entities.append(tuple(name for name in prompt.classes if prompt.classes.index(name) in index))
-        elif prompt.kind == "visual":
-            index = [prompt.targets.index(i) for i in visible]
         else:
-            index = [0] * len(visible)
+            index = [prompt.targets.index(i) for i in visible]
         targets.append(_frame_target(clip, t, visible, index))
         ids.append(torch.tensor(visible, dtype=torch.long))
     region_frame = None
@@ -113,7 +120,7 @@ def draw_sample(rng: np.random.Generator, cfg: SampleConfig, length: int) -> Tra
             continue  # e.g. no verifiable reasoning expression in this clip: draw another clip
         prompt = options[int(rng.integers(len(options)))]
         start = int(rng.integers(clip.frames.shape[0] - length + 1))
-        return sample_from_prompt(clip, prompt, start, length, cfg.visual)
+        return sample_from_prompt(clip, prompt, start, length, cfg.visual, cfg.referring_negatives)
 
 
 def batch_for_step(cfg: SampleConfig, seed: int, step: int) -> list[TrainingSample]:

@@ -17,15 +17,21 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+from transformers import PreTrainedTokenizerFast
 
 from models.build import build_hyperseg
+from models.config import HyperSegConfig
 from models.presets import PRESETS, preset_config
+from models.sequence import literal_text
+from models.tokenizer import fit_bpe_tokenizer
 from models.training import OptimConfig, StepResult, Trainer, pick_device
-from operators.synthetic import WorldConfig
+from operators.synthetic import WorldConfig, split_texts
 from operators.training_samples import SampleConfig, TaskMix, batch_for_step
 
 LATEST = "latest"
 LOG_FILE = "log.jsonl"
+# Training clips whose text a fitted tokenizer is fitted on (~40 ms each): enough to see every seen word many times.
+TOKENIZER_CLIPS = 500
 # Short names of the loss parts on the progress bar.
 BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "text": "txt",
              "instance": "ins"}
@@ -62,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-frames", type=int, default=3, help="frames per clip sample")
     parser.add_argument("--clip-share", type=float, default=0.5, help="share of steps that train on clips")
     parser.add_argument("--frame-size", type=int, default=256, help="side of the synthetic frames, px")
+    parser.add_argument("--referring-negatives", action="store_true",
+                        help="referring targets hold every visible object, the others as negatives for the refer "
+                             "score (default: only the referent)")
     parser.add_argument("--freeze-encoders", action="store_true",
                         help="keep the preset's frozen parts (tiny-lite0: its ImageNet pyramid backbone); default: train "
                              "everything (tiny has no pretrained part)")
@@ -94,6 +103,13 @@ class _StopRequest:
         self.requested = True
 
 
+def fitted_tokenizer(cfg: HyperSegConfig, world: WorldConfig) -> PreTrainedTokenizerFast:
+    """A BPE fitted on what the model will read: its templates (once per clip, as often as a model reads them) and the
+    training split's expressions and class names (never the held-out ones, which stay spelt from pieces)."""
+    texts = literal_text(cfg.language.template) * TOKENIZER_CLIPS + split_texts("train", TOKENIZER_CLIPS, world)
+    return fit_bpe_tokenizer(texts, int(cfg.language.hf_config["vocab_size"]))
+
+
 def _bar_text(result: StepResult, samples_per_s: float) -> dict[str, str]:
     text = {BAR_NAMES[name]: f"{value:.3f}" for name, value in result.losses.items() if name in BAR_NAMES}
     text["lr"] = f"{result.lr:.1e}"
@@ -110,7 +126,8 @@ def main(argv: list[str]) -> int:
                         grad_clip=args.grad_clip, seed=args.seed)
     samples = SampleConfig(mix=args.mix, world=WorldConfig(height=args.frame_size, width=args.frame_size),
                            clip_frames=args.clip_frames, clip_batch_share=args.clip_share,
-                           image_batch_size=args.image_batch, clip_batch_size=args.clip_batch)
+                           image_batch_size=args.image_batch, clip_batch_size=args.clip_batch,
+                           referring_negatives=args.referring_negatives)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.resume:
@@ -120,8 +137,9 @@ def main(argv: list[str]) -> int:
         if not args.freeze_encoders:
             cfg.frozen = ()
         cfg.language.train_base = not args.lora_only
+        tokenizer = fitted_tokenizer(cfg, samples.world) if cfg.language.tokenizer == "fitted" else None
         torch.manual_seed(args.seed)
-        model = build_hyperseg(cfg, device=device)
+        model = build_hyperseg(cfg, device=device, tokenizer=tokenizer)
         if cfg.pyramid.pretrained_backbone:
             model.pyramid.load_pretrained_backbone()
         trainer = Trainer(model, optim)

@@ -6,7 +6,8 @@ import torch
 
 from models.build import build_tiny
 from models.hyperseg import VLLMRequest
-from models.losses import FrameTarget, HyperSegLoss, instance_association_loss, text_loss
+from models.losses import NOT_REFERRED, REFERRED, FrameTarget, HyperSegLoss, instance_association_loss, text_loss
+from models.predictor import LayerPrediction
 from models.prompts import TaskPrompt
 
 
@@ -67,3 +68,23 @@ def test_instance_association_prefers_the_matching_query():
     none = instance_association_loss(key, reference, (torch.tensor([0]), torch.tensor([0])),
                                      (torch.tensor([1]), torch.tensor([1])), temperature=0.1)
     assert none == 0
+
+
+def test_refer_bce_is_positive_only_at_the_referent_among_negatives():
+    """A referring target with a negative object: both are matched to queries, but only the referent's query is
+    taught a high refer score (computed by hand against BCE with a single positive)."""
+    model_cfg = build_tiny(device="meta").cfg
+    criterion = HyperSegLoss(model_cfg.loss, model_cfg.predictor)
+    queries = 4
+    refer = torch.tensor([[[2.0], [-1.0], [0.5], [0.0]]])  # (B=1, Q, P=1)
+    layer = LayerPrediction(masks=torch.zeros(1, queries, 8, 8), refer=refer,
+                            classes=torch.zeros(1, queries, 2), regions=torch.zeros(1, queries, 2))
+    masks = torch.zeros(2, 32, 32)
+    masks[0, :8, :8] = 1
+    masks[1, 16:, 16:] = 1
+    target = FrameTarget(masks, torch.tensor([REFERRED, NOT_REFERRED]))
+    matches = [(torch.tensor([0, 2]), torch.tensor([0, 1]))]  # query 0 -> referent, query 2 -> negative
+    refer_loss = criterion.layer_losses(layer, [target], ["referring"], matches)["refer"]
+    wanted = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(refer[0, :, 0], wanted)
+    assert torch.isclose(refer_loss, expected * model_cfg.loss.refer_weight)

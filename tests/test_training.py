@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from models.build import build_hyperseg
+from models.config import VisualPromptConfig
+from models.losses import NOT_REFERRED, REFERRED
 from models.presets import preset_config
 from models.training import OptimConfig, Trainer, WarmupCosine
-from operators.training_samples import TEMPORAL_SUBKINDS, SampleConfig, TaskMix, batch_for_step
+from operators.synthetic import make_clip
+from operators.training_samples import TEMPORAL_SUBKINDS, SampleConfig, TaskMix, batch_for_step, sample_from_prompt
 from pipeline.train import parse_mix
 
 SAMPLES = SampleConfig(image_batch_size=1, clip_batch_size=1, clip_frames=2)
@@ -93,3 +96,20 @@ def test_task_mix_parsing():
         parse_mix("colour=1")
     with pytest.raises(ValueError, match="positive sum"):
         TaskMix(0, 0, 0, 0).kinds()
+
+
+@pytest.mark.parametrize("negatives", [True, False])
+def test_referring_targets_show_the_referent_among_negatives(negatives):
+    """With negatives, every visible object is a target and exactly the referent is labelled REFERRED; without,
+    only the referent is a target."""
+    clip = make_clip(0, "train")
+    prompt = next(p for p in clip.prompts if p.kind == "referring" and p.subkind == "attribute")
+    sample = sample_from_prompt(clip, prompt, 0, 3, VisualPromptConfig(), referring_negatives=negatives)
+    for t, (target, ids) in enumerate(zip(sample.targets, sample.object_ids)):
+        visible = [i for i in range(len(clip.objects)) if clip.visible_px[t, i] > 0]
+        expected = visible if negatives else [i for i in visible if i in prompt.targets]
+        assert ids.tolist() == expected
+        labels = [REFERRED if i in prompt.targets else NOT_REFERRED for i in expected]
+        assert target.prompt_index.tolist() == labels
+        assert torch.equal(target.masks, torch.from_numpy(clip.masks[t, expected]))
+    assert negatives == any(len(ids) > 1 for ids in sample.object_ids)
