@@ -80,8 +80,8 @@ PRESETS: dict[str, HyperSegConfig] = {
     ),
 }
 
-# The shipped synthetic-world model: tiny, with the ImageNet EfficientNet-Lite0 as a frozen pyramid backbone, because
-# a backbone trained from zero on CPU learns colour but hardly shape (docs/training.md).
+# tiny with the ImageNet EfficientNet-Lite0 as a frozen pyramid backbone, because a backbone trained from zero on CPU
+# learns colour but hardly shape (docs/training.md). The previous shipped model.
 PRESETS["tiny-lite0"] = dataclasses.replace(
     PRESETS["tiny"],
     name="tiny-lite0",
@@ -93,9 +93,9 @@ PRESETS["tiny-lite0"] = dataclasses.replace(
     frozen=("pyramid.backbone",),
 )
 
-# tiny-lite0 with a BPE fitted on the training text (at most 768 entries) instead of bytes: each word of the world is
-# one embedding to learn, and the referring sequence of "the small striped red circle" shrinks from 357 to 147 tokens.
-# Tried, not shipped (docs/training.md).
+# The shipped synthetic-world model: tiny-lite0 with a BPE fitted on the training text (at most 768 entries) instead
+# of bytes. Each word of the world is one embedding to learn, and the referring sequence of "the small striped red
+# circle" shrinks from 357 to 147 tokens (docs/training.md).
 PRESETS["tiny-lite0-bpe"] = dataclasses.replace(
     PRESETS["tiny-lite0"],
     name="tiny-lite0-bpe",

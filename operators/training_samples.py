@@ -50,10 +50,10 @@ class SampleConfig:
     image_batch_size: int = 8
     clip_batch_size: int = 3
     visual: VisualPromptConfig = field(default_factory=VisualPromptConfig)  # how clicks and scribbles are drawn
-    # On: referring and reasoning targets hold every visible object, the referent labelled REFERRED and the rest
-    # NOT_REFERRED, so the refer score learns to pick the referent among segmented look-alikes. Off (the shipped
-    # model's training): only the referent. Tried, not shipped (docs/training.md).
-    referring_negatives: bool = False
+    # Referring and reasoning targets hold every visible object, the referent labelled REFERRED and the rest
+    # NOT_REFERRED, so the refer score learns to pick the referent among segmented look-alikes. Off (how the models
+    # before the shipped one trained): only the referent (docs/training.md).
+    referring_negatives: bool = True
 
 
 def _visible(clip: Clip, t: int, objects: tuple[int, ...], min_px: int = 1) -> list[int]:
@@ -78,7 +78,7 @@ def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskP
 
 
 def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, visual: VisualPromptConfig,
-                       referring_negatives: bool = False) -> TrainingSample:
+                       referring_negatives: bool = True) -> TrainingSample:
     """Frames start .. start + length - 1 of `clip` under `prompt`, with the visible targets of each frame
     (for referring prompts also the other visible objects, as negatives, when `referring_negatives`)."""
     frames = range(start, start + length)

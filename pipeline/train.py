@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-frames", type=int, default=3, help="frames per clip sample")
     parser.add_argument("--clip-share", type=float, default=0.5, help="share of steps that train on clips")
     parser.add_argument("--frame-size", type=int, default=256, help="side of the synthetic frames, px")
-    parser.add_argument("--referring-negatives", action="store_true",
-                        help="referring targets hold every visible object, the others as negatives for the refer "
-                             "score (default: only the referent)")
+    parser.add_argument("--no-referring-negatives", action="store_true",
+                        help="referring targets hold only the referent, as for the models before the shipped one "
+                             "(default: every visible object, the others as negatives for the refer score)")
     parser.add_argument("--freeze-encoders", action="store_true",
                         help="keep the preset's frozen parts (tiny-lite0: its ImageNet pyramid backbone); default: train "
                              "everything (tiny has no pretrained part)")
@@ -127,7 +127,7 @@ def main(argv: list[str]) -> int:
     samples = SampleConfig(mix=args.mix, world=WorldConfig(height=args.frame_size, width=args.frame_size),
                            clip_frames=args.clip_frames, clip_batch_share=args.clip_share,
                            image_batch_size=args.image_batch, clip_batch_size=args.clip_batch,
-                           referring_negatives=args.referring_negatives)
+                           referring_negatives=not args.no_referring_negatives)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.resume:
