@@ -141,6 +141,12 @@ class PredictorConfig:
     object_score_threshold: float = 0.5  # generic/VIS: queries below this are dropped
     overlap_threshold: float = 0.8  # panoptic: a query keeps a segment only if this much of its mask survives
     max_instances: int = 20  # instance / VIS: top-k kept per frame
+    # Visual prompts (VOS): a query's score for an object is multiplied by (floor + IoU with the object's mask on
+    # the previous frame) ** power, so the choice follows the object instead of jumping to a look-alike. Not part of
+    # the paper; power 0 turns it off. Masks are compared on a continuity_grid x continuity_grid grid.
+    continuity_power: float = 4.0
+    continuity_floor: float = 0.05
+    continuity_grid: int = 64
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75

@@ -44,6 +44,22 @@ def mask_quality(mask_logits: torch.Tensor, threshold: float) -> torch.Tensor:
     return (probs * binary).flatten(1).sum(-1) / binary.flatten(1).sum(-1).clamp(min=1.0)
 
 
+def on_grid(masks: torch.Tensor, grid: int) -> torch.Tensor:
+    """(N, h, w) masks or probabilities of any size -> (N, grid, grid) mean over each grid cell."""
+    return nn.functional.adaptive_avg_pool2d(masks.float().unsqueeze(0), grid)[0]
+
+
+def continuity(mask_logits: torch.Tensor, previous: torch.Tensor, cfg: PredictorConfig) -> torch.Tensor:
+    """(Q, h, w) mask logits and the objects' masks on the previous frame (R, grid, grid) -> (Q, R) score factor
+    (floor + IoU) ** power; 1 for an object whose previous mask is empty (nothing to follow)."""
+    current = (on_grid(mask_logits.sigmoid(), cfg.continuity_grid) > cfg.mask_threshold).flatten(1).float()
+    before = previous.flatten(1).float()
+    intersection = current @ before.T
+    union = current.sum(1, keepdim=True) + before.sum(1) - intersection
+    factor = (cfg.continuity_floor + intersection / union.clamp(min=1.0)) ** cfg.continuity_power
+    return torch.where(before.sum(1) > 0, factor, torch.ones_like(factor))
+
+
 def _result(task: str, logits: torch.Tensor, chosen: torch.Tensor, scores: torch.Tensor, labels: list[str | None],
             size: tuple[int, int], threshold: float) -> FrameResult:
     masks = _upsample(logits[chosen], size).sigmoid() > threshold
@@ -59,11 +75,14 @@ def referring(pred: LayerPrediction, b: int, cfg: PredictorConfig, size: tuple[i
     return _result(task, logits, best, score[best], [None], size, cfg.mask_threshold)
 
 
-def visual(pred: LayerPrediction, b: int, num_regions: int, cfg: PredictorConfig,
-           size: tuple[int, int]) -> FrameResult:
-    """One mask per region: the query that scores highest for it."""
+def visual(pred: LayerPrediction, b: int, num_regions: int, cfg: PredictorConfig, size: tuple[int, int],
+           previous: torch.Tensor | None = None) -> FrameResult:
+    """One mask per region: the query that scores highest for it, weighted by `continuity` with the region's
+    object on the previous frame when `previous` (R, grid, grid) is given."""
     logits = pred.masks[b]
     probs = pred.regions[b].softmax(-1)[:, :num_regions] * mask_quality(logits, cfg.mask_threshold)[:, None]
+    if previous is not None:
+        probs = probs * continuity(logits, previous, cfg)
     best = probs.argmax(dim=0)
     scores = probs[best, torch.arange(num_regions)]
     return _result("visual", logits, best, scores, [f"region {r}" for r in range(num_regions)], size,
@@ -131,13 +150,13 @@ def semantic(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: Predi
 
 
 def postprocess(pred: LayerPrediction, b: int, prompt: TaskPrompt, cfg: PredictorConfig,
-                size: tuple[int, int]) -> FrameResult:
-    """Dispatch on the task (and the generic mode)."""
+                size: tuple[int, int], previous: torch.Tensor | None = None) -> FrameResult:
+    """Dispatch on the task (and the generic mode); `previous` is used by visual prompts only."""
     with torch.no_grad():
         if prompt.task in ("referring", "reasoning"):
             return referring(pred, b, cfg, size, prompt.task)
         if prompt.task == "visual":
-            return visual(pred, b, len(prompt.regions), cfg, size)
+            return visual(pred, b, len(prompt.regions), cfg, size, previous)
         if prompt.task == "vis":
             return instances(pred, b, prompt.classes, cfg, size, "vis")
         if prompt.generic_mode == "semantic":

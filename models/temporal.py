@@ -59,6 +59,7 @@ class StreamState:
     queries: torch.Tensor | None = None  # (Q, D_pred) E_Q of the last key frame, reused between key frames
     prompts: torch.Tensor | None = None  # (P, D_pred) E_P of the last key frame
     entities: tuple[str, ...] = ()  # entity names recognised on the last key frame (generic tasks)
+    previous_masks: torch.Tensor | None = None  # (R, g, g) bool, visual prompts: each object's last mask on a grid
     tracker: TrackerState = field(default_factory=TrackerState)
     version: int = STATE_VERSION
 
@@ -88,7 +89,7 @@ class StreamState:
         tensors: dict[str, torch.Tensor] = {}
         meta = {"version": self.version, "prompt_key": self.prompt_key, "frame_index": self.frame_index,
                 "next_id": self.tracker.next_id, "entities": list(self.entities)}
-        for name in ("latents", "prompt_history", "region_features", "queries", "prompts"):
+        for name in ("latents", "prompt_history", "region_features", "queries", "prompts", "previous_masks"):
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = value.detach().cpu().clone().contiguous()

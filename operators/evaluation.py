@@ -212,37 +212,46 @@ def evaluate(predictor: HyperSegVideoPredictor, cfg: EvalConfig) -> dict[str, ob
 
 
 @contextmanager
-def temporal_variant(predictor: HyperSegVideoPredictor, aggregate: bool, inject: bool) -> Iterator[None]:
-    """Switch the temporal adapter's parts of the predictor's model for the duration of the block."""
-    temporal: TemporalConfig = predictor.cfg.temporal
-    saved = (temporal.aggregate_prompts, temporal.inject_latents)
-    temporal.aggregate_prompts, temporal.inject_latents = aggregate, inject
+def overridden(config: object, **values: object) -> Iterator[None]:
+    """Set fields of a (model) config for the duration of the block, restoring them after."""
+    saved = {name: getattr(config, name) for name in values}
+    for name, value in values.items():
+        setattr(config, name, value)
     try:
         yield
     finally:
-        temporal.aggregate_prompts, temporal.inject_latents = saved
+        for name, value in saved.items():
+            setattr(config, name, value)
 
 
 ABLATION_METRICS = ("referring_jf", "reasoning_jf", "vos_jf", "video_fps")
+ABLATION_KINDS = ("temporal", "keyframe", "continuity")
 
 
-def ablations(predictor: HyperSegVideoPredictor, cfg: EvalConfig, kinds: tuple[str, ...] = ("temporal", "keyframe")
+def ablations(predictor: HyperSegVideoPredictor, cfg: EvalConfig, kinds: tuple[str, ...] = ABLATION_KINDS
               ) -> dict[str, dict[str, object]]:
     """Video metrics of each variant on the same clips: the temporal adapter's parts (with the VLLM on every
-    frame) and the VLLM key-frame interval (with the full temporal adapter)."""
-    unknown = set(kinds) - {"temporal", "keyframe"}
+    frame), the VLLM key-frame interval (with the full temporal adapter), and the visual-prompt choice with and
+    without following the previous mask (`PredictorConfig.continuity_power`, VOS only)."""
+    unknown = set(kinds) - set(ABLATION_KINDS)
     if unknown:
-        raise ValueError(f"unknown ablation kinds {sorted(unknown)}; choose temporal and/or keyframe")
+        raise ValueError(f"unknown ablation kinds {sorted(unknown)}; choose from {ABLATION_KINDS}")
     video = replace(cfg, tasks=VIDEO_TASKS, key_frame_interval=1)
+    temporal, selection = predictor.cfg.temporal, predictor.cfg.predictor
     rows: dict[str, dict[str, object]] = {}
     if "temporal" in kinds:
         for name, (aggregate, inject) in TEMPORAL_VARIANTS.items():
-            with temporal_variant(predictor, aggregate, inject):
+            with overridden(temporal, aggregate_prompts=aggregate, inject_latents=inject):
                 metrics = evaluate(predictor, video)
             rows[f"temporal={name}"] = {k: metrics[k] for k in ABLATION_METRICS}
     if "keyframe" in kinds:
         for k in KEY_FRAME_INTERVALS:
-            with temporal_variant(predictor, True, True):
+            with overridden(temporal, aggregate_prompts=True, inject_latents=True):
                 metrics = evaluate(predictor, replace(video, key_frame_interval=k))
             rows[f"vllm_every={k}"] = {key: metrics[key] for key in ABLATION_METRICS}
+    if "continuity" in kinds:
+        for name, power in (("on", selection.continuity_power), ("off", 0.0)):
+            with overridden(selection, continuity_power=power):
+                metrics = evaluate(predictor, replace(video, tasks=("visual",)))
+            rows[f"continuity={name}"] = {key: metrics[key] for key in ABLATION_METRICS}
     return rows

@@ -1,7 +1,8 @@
 """`hyperseg-stream eval`: J&F, gIoU/cIoU, PQ and mIoU of a checkpoint on the synthetic world's test split.
 
 By default the shipped model (models/weights/synthetic-tiny) on the first 10 test clips. `--json` prints one JSON
-object; `--ablation temporal keyframe` adds the temporal-adapter and VLLM key-frame tables (same clips, video tasks).
+object; `--ablation temporal keyframe continuity` adds the temporal-adapter, VLLM key-frame and visual-prompt
+continuity tables (same clips, video tasks).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from models.checkpoint import load_default_model
 from models.training import pick_device
 from models.video_predictor import HyperSegVideoPredictor
-from operators.evaluation import TASKS, EvalConfig, ablations, evaluate
+from operators.evaluation import ABLATION_KINDS, TASKS, EvalConfig, ablations, evaluate
 from operators.synthetic import WorldConfig
 
 HEADLINE = ("referring_jf", "reasoning_jf", "vos_jf", "image_giou", "image_ciou", "panoptic_pq", "semantic_miou")
@@ -30,11 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=8, help="frames per clip")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--vllm-every", type=int, default=1, help="run the VLLM on every k-th frame only")
-    parser.add_argument("--ablation", nargs="*", default=[], choices=("temporal", "keyframe"),
-                        help="also evaluate the temporal-adapter variants and/or VLLM key-frame intervals")
+    parser.add_argument("--ablation", nargs="*", default=[], choices=ABLATION_KINDS,
+                        help="also evaluate the temporal-adapter variants, VLLM key-frame intervals and/or the "
+                             "visual-prompt choice with and without continuity")
     parser.add_argument("--object-score-threshold", type=float,
                         help="generic tasks: keep queries whose class probability exceeds this (default: the "
                              "checkpoint's predictor.object_score_threshold); tune it on --split val")
+    parser.add_argument("--continuity-power", type=float,
+                        help="visual prompts: weight of the previous mask in the choice, 0 = off (default: the "
+                             "checkpoint's predictor.continuity_power); tune it on --split val")
+    parser.add_argument("--continuity-floor", type=float,
+                        help="visual prompts: the score factor's floor, (floor + IoU) ** power (default: the "
+                             "checkpoint's predictor.continuity_floor)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -53,6 +61,10 @@ def main(argv: list[str]) -> int:
     model, model_id = load_default_model(args.checkpoint, device=pick_device(args.device))
     if args.object_score_threshold is not None:
         model.cfg.predictor.object_score_threshold = args.object_score_threshold
+    if args.continuity_power is not None:
+        model.cfg.predictor.continuity_power = args.continuity_power
+    if args.continuity_floor is not None:
+        model.cfg.predictor.continuity_floor = args.continuity_floor
     predictor = HyperSegVideoPredictor(model)
     cfg = EvalConfig(split=args.split, clips=args.clips, first_seed=args.first_seed,
                      world=WorldConfig(num_frames=args.frames), tasks=tuple(args.tasks),
@@ -60,6 +72,7 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     report: dict[str, object] = {"model": model_id,
                                  "object_score_threshold": model.cfg.predictor.object_score_threshold,
+                                 "continuity_power": model.cfg.predictor.continuity_power,
                                  **evaluate(predictor, cfg)}
     if args.ablation:
         report["ablations"] = ablations(predictor, cfg, tuple(args.ablation))

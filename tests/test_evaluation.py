@@ -14,7 +14,7 @@ import torch
 
 from models.checkpoint import load_default_model
 from models.video_predictor import HyperSegVideoPredictor
-from operators.evaluation import EvalConfig, evaluate, temporal_variant
+from operators.evaluation import EvalConfig, ablations, evaluate, overridden
 from operators.synthetic import WorldConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,12 +70,23 @@ def test_vllm_runs_only_on_key_frames(predictor, monkeypatch):
     assert metrics["vos_jf"] is not None and metrics["referring_jf"] is None
 
 
-def test_temporal_variant_switches_and_restores(predictor):
+def test_overridden_switches_and_restores_even_on_error(predictor):
     temporal = predictor.cfg.temporal
     before = (temporal.aggregate_prompts, temporal.inject_latents)
-    with temporal_variant(predictor, False, True):
+    with pytest.raises(RuntimeError), overridden(temporal, aggregate_prompts=False, inject_latents=True):
         assert (temporal.aggregate_prompts, temporal.inject_latents) == (False, True)
+        raise RuntimeError("the block fails")
     assert (temporal.aggregate_prompts, temporal.inject_latents) == before
+
+
+def test_continuity_ablation_scores_vos_both_ways_and_restores_the_config(predictor):
+    power = predictor.cfg.predictor.continuity_power
+    rows = ablations(predictor, EvalConfig(clips=1, world=WorldConfig(num_frames=3)), ("continuity",))
+    assert set(rows) == {"continuity=on", "continuity=off"}
+    assert all(row["vos_jf"] is not None and row["referring_jf"] is None for row in rows.values())
+    assert predictor.cfg.predictor.continuity_power == power
+    with pytest.raises(ValueError, match="unknown ablation kinds"):
+        ablations(predictor, EvalConfig(clips=1), ("colour",))
 
 
 def test_bad_eval_config_is_a_clear_error():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from models.config import PredictorConfig
-from models.postprocess import semantic
+from models.postprocess import continuity, semantic, visual
 from models.predictor import LayerPrediction
 
 BIG = 20.0  # a logit whose sigmoid / softmax is 1 to float precision
@@ -22,3 +22,31 @@ def test_semantic_scores_are_probabilities_when_queries_overlap():
     assert torch.equal(result.masks[0], masks[0, 0] > 0)
     assert torch.allclose(result.scores, torch.ones(1))
     assert (result.semantic[:, 2:] == -1).all()
+
+
+def _logits(*masks: torch.Tensor) -> torch.Tensor:
+    """Binary (h, w) masks -> (1, Q, h, w) logits that binarise back to them."""
+    return torch.where(torch.stack(masks), BIG, -BIG).unsqueeze(0)
+
+
+def test_continuity_is_floor_plus_iou_to_the_power_and_one_without_a_previous_mask():
+    cfg = PredictorConfig(continuity_grid=4, continuity_floor=0.1, continuity_power=2.0)
+    left, top = torch.zeros(4, 4, dtype=torch.bool), torch.zeros(4, 4, dtype=torch.bool)
+    left[:, :2] = True  # 8 cells
+    top[:2, :] = True  # 8 cells; 4 shared with left, union 12
+    previous = torch.stack([left, torch.zeros(4, 4, dtype=torch.bool)])  # object 1 has no previous mask
+    factor = continuity(_logits(left, top)[0], previous, cfg)
+    expected = torch.tensor([[(0.1 + 1.0) ** 2, 1.0], [(0.1 + 4 / 12) ** 2, 1.0]])
+    assert torch.allclose(factor, expected)
+
+
+def test_visual_choice_follows_the_previous_mask_over_a_slightly_better_looking_twin():
+    """Query 1 looks a bit more like the region (softmax 0.6 against 0.4) but query 0 is where the object was."""
+    cfg = PredictorConfig(continuity_grid=4)
+    here, there = torch.zeros(4, 4, dtype=torch.bool), torch.zeros(4, 4, dtype=torch.bool)
+    here[:2, :2], there[2:, 2:] = True, True
+    regions = torch.log(torch.tensor([[[0.4, 0.6], [0.6, 0.4]]])).transpose(1, 2)  # (1, Q=2, R+1=2)
+    pred = LayerPrediction(masks=_logits(here, there), refer=torch.zeros(1, 2, 1), classes=regions, regions=regions)
+    assert visual(pred, 0, 1, cfg, (4, 4)).query_indices.tolist() == [1]
+    followed = visual(pred, 0, 1, cfg, (4, 4), previous=here.unsqueeze(0))
+    assert followed.query_indices.tolist() == [0] and torch.equal(followed.masks[0], here)

@@ -20,7 +20,7 @@ from models.checkpoint import load_default_model
 from models.lora_adapters import save_adapter
 from operators.frame_codec import encode_jpeg
 from operators.local_stages import LocalStages
-from operators.prompt_spec import PromptSpec
+from operators.prompt_spec import PromptSpec, Region
 from operators.rle import decode_rle
 from operators.stream_processor import FrameInput
 from operators.synthetic import WorldConfig, make_clip
@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPTS = {
     "cam-a": PromptSpec(task="referring", text="the small green triangle"),
     "cam-b": PromptSpec(task="generic", classes=("circle", "square", "triangle"), generic_mode="instance"),
+    # A visual prompt carries each object's previous mask from frame to frame (continuity) through the Predictor.
+    "cam-c": PromptSpec(task="visual", regions=(Region(box=(60, 60, 140, 140)),), frame_seq=0),
 }
 FRAMES = 3
 

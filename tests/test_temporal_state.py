@@ -8,7 +8,8 @@ import torch
 from models.build import build_tiny
 from models.prompts import TaskPrompt
 from models.temporal import StreamState, TemporalAdapter, TrackerState
-from models.video_predictor import HyperSegVideoPredictor
+from models.postprocess import on_grid
+from models.video_predictor import HyperSegVideoPredictor, previous_masks
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,19 @@ def test_window_history_grows_until_full():
     assert torch.equal(state.push_prompts(first, 4), first)
     second = torch.randn(1, 4)
     assert torch.allclose(state.push_prompts(second, 4), (first + second) / 2)
+
+
+def test_visual_prompt_state_follows_each_object_and_round_trips(predictor):
+    """The first frame follows the prompt region (every grid cell it touches); later frames follow the last mask."""
+    region = torch.zeros(96, 128, dtype=torch.bool)
+    region[10:20, 30:40] = True
+    prompt = TaskPrompt("visual", regions=(region,))
+    grid = predictor.cfg.predictor.continuity_grid
+    first = previous_masks(StreamState(prompt_key=prompt.key()), prompt, predictor.cfg)
+    assert first.shape == (1, grid, grid) and first.any() and not first.all()
+    result, state = predictor.step(_frame(1), prompt)
+    assert torch.equal(state.previous_masks, on_grid(result.masks, grid) > 0.5)
+    assert torch.equal(previous_masks(state, prompt, predictor.cfg), state.previous_masks)
+    restored = StreamState.from_bytes(state.to_bytes())
+    assert restored.previous_masks.dtype == torch.bool and torch.equal(restored.previous_masks, state.previous_masks)
+    assert previous_masks(state, TaskPrompt("referring", text="the red circle"), predictor.cfg) is None

@@ -23,16 +23,18 @@ class Predictor(ModelReplica):
         size_batches(self.predict_batch, args.predictor)
 
     async def __call__(self, encoded: EncodedFrame, queries: torch.Tensor, prompts: torch.Tensor,
-                       prompt: TaskPrompt, size: tuple[int, int]) -> tuple[PackedResult, torch.Tensor]:
-        return await self.predict_batch(encoded, queries, prompts, prompt, size)
+                       prompt: TaskPrompt, size: tuple[int, int],
+                       previous: torch.Tensor | None) -> tuple[PackedResult, torch.Tensor]:
+        return await self.predict_batch(encoded, queries, prompts, prompt, size, previous)
 
     @serve.batch
     async def predict_batch(self, encoded: list[EncodedFrame], queries: list[torch.Tensor],
                             prompts: list[torch.Tensor], task_prompts: list[TaskPrompt],
-                            sizes: list[tuple[int, int]]) -> list[tuple[PackedResult, torch.Tensor]]:
+                            sizes: list[tuple[int, int]],
+                            previous: list[torch.Tensor | None]) -> list[tuple[PackedResult, torch.Tensor]]:
         with timed("predictor", len(sizes)):
             device = self.predictor.model.device
             batch = stack_encoded(encoded, device)
             outputs = self.predictor.predict_batch(batch.pyramid, [q.to(device) for q in queries],
-                                                   [p.to(device) for p in prompts], task_prompts, sizes)
+                                                   [p.to(device) for p in prompts], task_prompts, sizes, previous)
             return [(pack_result(result), instance.cpu()) for result, instance in outputs]

@@ -26,6 +26,7 @@ from models.video_predictor import (
     finish_frame,
     needs_vllm,
     pool_prompts,
+    previous_masks,
     start_state,
     vllm_call,
 )
@@ -76,7 +77,8 @@ class SplitServeStages(_ServeStagesBase):
             apply_vllm(state, self.vllm.options(multiplexed_model_id=adapter).remote(encoded, call).result())
         size = (int(request.frame.shape[0]), int(request.frame.shape[1]))
         packed, instance = self.predictor.remote(encoded, state.queries, pool_prompts(state, self.config),
-                                                 request.prompt, size).result()
+                                                 request.prompt, size,
+                                                 previous_masks(state, request.prompt, self.config)).result()
         result = packed.unpack()
         finish_frame(self.config, result, instance, request.prompt, state)
         return result, state
