@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.config import TemporalConfig, VisualPromptConfig
+from models.config import VisualPromptConfig
 from models.postprocess import FrameResult
 from models.video_predictor import FrameRequest, HyperSegVideoPredictor
 from operators.metrics import ALL_KINDS, IoUAccumulator, JFAccumulator, PanopticAccumulator, SemanticAccumulator
