@@ -186,6 +186,10 @@ class LossConfig:
     mask_weight: float = 5.0
     dice_weight: float = 5.0
     refer_weight: float = 2.0
+    # Not in the paper: CE over a sample's queries whose target is the referent's matched query, i.e. the top-1 pick
+    # that inference makes (the BCE scores each query alone, and with one referent among Q queries it is dominated by
+    # the negatives). 0 = off, as in the paper.
+    refer_rank_weight: float = 0.0
     text_weight: float = 1.0
     instance_weight: float = 1.0
     no_object_weight: float = 0.1

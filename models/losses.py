@@ -2,7 +2,7 @@
 
 Matching and the point-sampled mask losses are transformers' Mask2Former Hungarian matcher and loss; what
 HyperSeg adds on top is written here: classification against a per-sample (open) prompt list with a no-object
-weight, the referring-score BCE, the answer-text CE and the contrastive instance association between frames.
+weight, the referring-score BCE (and, optionally, a top-1 ranking CE), the answer-text CE and the contrastive instance association between frames.
 """
 
 from __future__ import annotations
@@ -75,13 +75,15 @@ class HyperSegLoss(nn.Module):
         mask_terms = self.mask2former.loss_masks(
             layer.masks.float(), [t.masks.to(device=device, dtype=torch.float32) for t in targets], matches, num_masks
         )
-        cls_terms, refer_terms = [], []
+        cls_terms, refer_terms, rank_terms = [], [], []
         for b, (target, task, (queries, objects)) in enumerate(zip(targets, tasks, matches)):
             if task in ("referring", "reasoning"):
                 wanted = torch.zeros_like(layer.refer[b, :, 0])
-                referred = target.prompt_index.to(device)[objects.to(device)] == REFERRED
-                wanted[queries.to(device)[referred]] = 1.0
+                referred = queries.to(device)[target.prompt_index.to(device)[objects.to(device)] == REFERRED]
+                wanted[referred] = 1.0
                 refer_terms.append(nn.functional.binary_cross_entropy_with_logits(layer.refer[b, :, 0], wanted))
+                if referred.numel():
+                    rank_terms.append(-layer.refer[b, :, 0].float().log_softmax(0)[referred].mean())
                 continue
             logits = (layer.regions if task == "visual" else layer.classes)[b]
             background = logits.shape[-1] - 1
@@ -96,6 +98,8 @@ class HyperSegLoss(nn.Module):
             "dice": mask_terms["loss_dice"] * self.cfg.dice_weight,
             "class": torch.stack(cls_terms).mean() * self.cfg.class_weight if cls_terms else zero,
             "refer": torch.stack(refer_terms).mean() * self.cfg.refer_weight if refer_terms else zero,
+            **({"refer_rank": torch.stack(rank_terms).mean() * self.cfg.refer_rank_weight}
+               if rank_terms and self.cfg.refer_rank_weight else {}),
         }
 
     def forward(self, output: PredictorOutput, targets: list[FrameTarget],

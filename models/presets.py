@@ -103,6 +103,14 @@ PRESETS["tiny-lite0-bpe"] = dataclasses.replace(
                                  hf_config={**TINY_PHI, "vocab_size": 768}),
 )
 
+# An experiment on top of the shipped model's preset: the refer score also trained by a top-1 ranking CE over queries
+# (LossConfig.refer_rank_weight). docs/training.md says what one run of it gave.
+PRESETS["tiny-lite0-rank"] = dataclasses.replace(
+    PRESETS["tiny-lite0-bpe"],
+    name="tiny-lite0-rank",
+    loss=dataclasses.replace(PRESETS["tiny-lite0-bpe"].loss, refer_rank_weight=2.0),
+)
+
 
 def preset_config(name: str) -> HyperSegConfig:
     """A fresh copy of a preset (callers may edit it)."""

@@ -33,8 +33,8 @@ LOG_FILE = "log.jsonl"
 # Training clips whose text a fitted tokenizer is fitted on (~40 ms each): enough to see every seen word many times.
 TOKENIZER_CLIPS = 500
 # Short names of the loss parts on the progress bar.
-BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "text": "txt",
-             "instance": "ins"}
+BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "refer_rank": "rank",
+             "text": "txt", "instance": "ins"}
 
 
 def parse_mix(text: str) -> TaskMix:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import torch
 
 from models.build import build_tiny
@@ -84,7 +87,13 @@ def test_refer_bce_is_positive_only_at_the_referent_among_negatives():
     masks[1, 16:, 16:] = 1
     target = FrameTarget(masks, torch.tensor([REFERRED, NOT_REFERRED]))
     matches = [(torch.tensor([0, 2]), torch.tensor([0, 1]))]  # query 0 -> referent, query 2 -> negative
-    refer_loss = criterion.layer_losses(layer, [target], ["referring"], matches)["refer"]
+    parts = criterion.layer_losses(layer, [target], ["referring"], matches)
     wanted = torch.tensor([1.0, 0.0, 0.0, 0.0])
     expected = torch.nn.functional.binary_cross_entropy_with_logits(refer[0, :, 0], wanted)
-    assert torch.isclose(refer_loss, expected * model_cfg.loss.refer_weight)
+    assert torch.isclose(parts["refer"], expected * model_cfg.loss.refer_weight)
+    assert "refer_rank" not in parts  # off by default, as in the paper
+
+    ranked = HyperSegLoss(dataclasses.replace(model_cfg.loss, refer_rank_weight=3.0), model_cfg.predictor)
+    rank = ranked.layer_losses(layer, [target], ["referring"], matches)["refer_rank"]
+    by_hand = -(2.0 - math.log(math.exp(2.0) + math.exp(-1.0) + math.exp(0.5) + math.exp(0.0)))  # -log softmax[0]
+    assert math.isclose(float(rank), 3.0 * by_hand, rel_tol=1e-5)
