@@ -2,7 +2,8 @@
 
 Matching and the point-sampled mask losses are transformers' Mask2Former Hungarian matcher and loss; what
 HyperSeg adds on top is written here: classification against a per-sample (open) prompt list with a no-object
-weight, the referring-score BCE (and, optionally, a top-1 ranking CE), the answer-text CE and the contrastive instance association between frames.
+weight, the referring-score BCE (and, optionally, a top-1 ranking CE), the answer-text CE and the contrastive
+instance association between frames.
 """
 
 from __future__ import annotations
