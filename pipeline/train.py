@@ -74,11 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--freeze-encoders", action="store_true",
                         help="keep the preset's frozen parts (tiny-lite0: its ImageNet pyramid backbone); default: train "
                              "everything (tiny has no pretrained part)")
+    parser.add_argument("--refer-rank-weight", type=float,
+                        help="weight of the top-1 ranking CE on the refer score (default: the preset's; 0 = off)")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
     parser.add_argument("--log-every", type=int, default=10)
     return parser
+
+
+def run_config(args: argparse.Namespace) -> HyperSegConfig:
+    """The preset with the command line's choices of what trains and how the loss is weighted."""
+    cfg = preset_config(args.preset)
+    if not args.freeze_encoders:
+        cfg.frozen = ()
+    cfg.language.train_base = not args.lora_only
+    if args.refer_rank_weight is not None:
+        cfg.loss = replace(cfg.loss, refer_rank_weight=args.refer_rank_weight)
+    return cfg
 
 
 def _save_latest(trainer: Trainer, out: Path, extra: dict) -> None:
@@ -133,10 +146,7 @@ def main(argv: list[str]) -> int:
     if args.resume:
         trainer = Trainer.resume(args.resume, optim, device=device)
     else:
-        cfg = preset_config(args.preset)
-        if not args.freeze_encoders:
-            cfg.frozen = ()
-        cfg.language.train_base = not args.lora_only
+        cfg = run_config(args)
         tokenizer = fitted_tokenizer(cfg, samples.world) if cfg.language.tokenizer == "fitted" else None
         torch.manual_seed(args.seed)
         model = build_hyperseg(cfg, device=device, tokenizer=tokenizer)

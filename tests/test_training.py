@@ -13,7 +13,7 @@ from models.presets import preset_config
 from models.training import OptimConfig, Trainer, WarmupCosine
 from operators.synthetic import make_clip
 from operators.training_samples import TEMPORAL_SUBKINDS, SampleConfig, TaskMix, batch_for_step, sample_from_prompt
-from pipeline.train import parse_mix
+from pipeline.train import build_parser, parse_mix, run_config
 
 SAMPLES = SampleConfig(image_batch_size=1, clip_batch_size=1, clip_frames=2)
 OPTIM = OptimConfig(steps=20, lr=1e-3, warmup_steps=1)
@@ -96,6 +96,16 @@ def test_task_mix_parsing():
         parse_mix("colour=1")
     with pytest.raises(ValueError, match="positive sum"):
         TaskMix(0, 0, 0, 0).kinds()
+
+
+def test_command_line_choices_reach_the_run_config():
+    default = run_config(build_parser().parse_args(["--preset", "tiny-lite0-rank"]))
+    assert default.loss.refer_rank_weight == 2.0 and default.frozen == () and default.language.train_base
+    chosen = run_config(build_parser().parse_args(["--preset", "tiny-lite0-rank", "--refer-rank-weight", "0.5",
+                                                   "--freeze-encoders", "--lora-only"]))
+    assert chosen.loss.refer_rank_weight == 0.5 and chosen.frozen == preset_config("tiny-lite0-rank").frozen != ()
+    assert not chosen.language.train_base
+    assert chosen.loss.refer_weight == default.loss.refer_weight
 
 
 @pytest.mark.parametrize("negatives", [True, False])
