@@ -19,6 +19,7 @@ import pytest
 from kafka import KafkaProducer
 
 from operators.frame_codec import encode_jpeg
+from operators.local_stages import decode_payload
 from operators.metrics import JFAccumulator
 from operators.prompt_spec import PromptSpec
 from operators.rle import decode_rle
@@ -30,7 +31,7 @@ from pipeline.ingest import IngestSettings, run_ingest
 from pipeline.records import frame_headers, validate_record
 from pipeline.router import EMBEDDED_GROUP_OVERRIDES, RouterSettings, RouterThread
 from pipeline.sources import SourceSpec
-from pipeline.subscribe import decode_objects, iter_mask_records
+from pipeline.subscribe import decode_objects, file_frames, iter_mask_records
 from pipeline.topics import TopicLayout, ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,8 +42,9 @@ FRAMES = 8
 #: and how far a single streamed test clip may fall below it.
 EVAL_FILES = (REPO / "models" / "weights" / "synthetic-tiny" / "eval.json", REPO / "docs" / "eval.json")
 EVAL_MARGIN = 0.15
-#: How far the streamed masks may fall below the same model run in-process on the raw frames of the same clip
-#: (the stream adds H.264 + JPEG compression on the way in).
+#: How far the streamed masks may fall below the same model run in-process on the same pixels (the clip's MP4
+#: decoded and JPEG-coded as ingest codes it). Compression itself is not the pipeline's fault: one flipped pick in
+#: the 8 frames moves J&F by ~0.12, and whether a codec flips one is a property of the weights.
 PARITY_MARGIN = 0.05
 
 
@@ -109,8 +111,14 @@ def streamed_jf(records: list[dict], clip: DemoClip) -> float:
     return scores.scores()["all"].jf
 
 
-def offline_jf(clip: DemoClip, seed: int) -> float:
-    """The same model in this process, frame by frame on the clip's raw frames."""
+def ingested_frames(clip: DemoClip) -> list[np.ndarray]:
+    """The clip's frames as the stream actors get them: its MP4 decoded, then the ingest's JPEG round trip."""
+    quality = IngestSettings().jpeg_quality
+    return [decode_payload(encode_jpeg(frame, quality), "jpeg") for _, frame in file_frames(str(clip.path))]
+
+
+def offline_jf(clip: DemoClip) -> float:
+    """The same model in this process, frame by frame on the pixels the pipeline ingests."""
     import torch
 
     from models.checkpoint import load_default_model
@@ -119,8 +127,9 @@ def offline_jf(clip: DemoClip, seed: int) -> float:
     torch.set_num_threads(1)
     model, _ = load_default_model()
     predictor = HyperSegVideoPredictor(model)
-    frames = make_clip(seed, "test", WorldConfig(num_frames=FRAMES)).frames
-    prompt = clip.prompt.to_task_prompt(frames.shape[1:3], model.cfg.visual_prompt)
+    frames = ingested_frames(clip)
+    assert len(frames) == FRAMES
+    prompt = clip.prompt.to_task_prompt(frames[0].shape[:2], model.cfg.visual_prompt)
     scores, state = JFAccumulator(), None
     for index, frame in enumerate(frames):
         result, state = predictor.step(frame, prompt, state)
@@ -160,10 +169,10 @@ def test_n_frames_in_n_ordered_decodable_masks_out(two_streams: dict) -> None:
 
 def test_streamed_masks_match_the_model(two_streams: dict) -> None:
     """Mean J&F of the referring stream against the synthetic ground truth: no worse than the same model run
-    in-process on the raw frames, and (once trained weights ship their eval.json) than the model's own eval."""
+    in-process on the same pixels, and (once trained weights ship their eval.json) than the model's own eval."""
     clip, records = two_streams["e2e-referring"]
     streamed = streamed_jf(records, clip)
-    offline = offline_jf(clip, seed=0)
+    offline = offline_jf(clip)
     assert streamed >= offline - PARITY_MARGIN, (streamed, offline)
     evals = [json.loads(path.read_text()) for path in EVAL_FILES if path.is_file()]
     evals = [e for e in evals if e.get("model", "synthetic-tiny") == "synthetic-tiny" and "referring_jf" in e]
