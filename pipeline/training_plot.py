@@ -15,9 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PARTS = ("total", "mask", "dice", "class", "refer", "text", "instance")
+PARTS = ("total", "mask", "dice", "class", "refer", "refer_rank", "text", "instance")
 COLOURS = {"total": (20, 20, 20), "mask": (200, 60, 40), "dice": (40, 120, 220), "class": (40, 170, 60),
-           "refer": (180, 60, 180), "text": (0, 160, 200), "instance": (120, 120, 120)}  # BGR
+           "refer": (180, 60, 180), "refer_rank": (60, 60, 220), "text": (0, 160, 200),
+           "instance": (120, 120, 120)}  # BGR
+LABELS = {"refer_rank": "rank"}  # legend names where the log's key is long
 # (metric key, label, bar of the issue)
 METRICS = (("referring_jf", "referring J&F", 0.80), ("reasoning_jf", "reasoning J&F", 0.60),
            ("vos_jf", "VOS J&F", 0.80), ("image_giou", "image gIoU", 0.80), ("image_ciou", "image cIoU", None),
@@ -74,12 +76,13 @@ def draw_losses(image: np.ndarray, panel: Panel, log: dict[str, np.ndarray]) -> 
             cv2.line(image, (panel.x0, y), (panel.x1, y), (225, 225, 225), 1)
             _text(image, f"1e{decade}", (panel.x0 - 42, y + 4))
     last = steps[-1] if len(steps) else 1.0
+    legend_step = (panel.x1 - panel.x0 - 20) // len(curves)
     for i, (part, curve) in enumerate(curves.items()):
         xs = steps[len(steps) - len(curve):] / max(last, 1.0)
         ys = (np.log10(np.clip(curve, low, None)) - lo) / (hi - lo)
         points = np.array([panel.point(x, y) for x, y in zip(xs, ys)], dtype=np.int32)
         cv2.polylines(image, [points], False, COLOURS[part], 2 if part == "total" else 1, cv2.LINE_AA)
-        _text(image, part, (panel.x0 + 10 + 75 * i, panel.y1 - 10), colour=COLOURS[part])
+        _text(image, LABELS.get(part, part), (panel.x0 + 10 + legend_step * i, panel.y1 - 10), colour=COLOURS[part])
     _text(image, "training loss parts (moving average), log scale", (panel.x0, panel.y0 - 10), 0.5)
     _text(image, f"step 0 .. {int(last)}", (panel.x0, panel.y1 + 18))
 
