@@ -23,6 +23,7 @@ import numpy as np
 from models.config import VisualPromptConfig
 from models.postprocess import FrameResult
 from models.video_predictor import FrameRequest, HyperSegVideoPredictor
+from operators.frame_codec import decode_jpeg, encode_jpeg
 from operators.metrics import ALL_KINDS, IoUAccumulator, JFAccumulator, PanopticAccumulator, SemanticAccumulator
 from operators.synthetic import Clip, Prompt, WorldConfig, make_clip, novelty
 from operators.training_samples import TEMPORAL_SUBKINDS, task_prompt
@@ -46,6 +47,9 @@ class EvalConfig:
     tasks: tuple[str, ...] = TASKS
     key_frame_interval: int = 1  # run the VLLM on every k-th frame; the predictor runs on every frame
     visual: VisualPromptConfig = field(default_factory=VisualPromptConfig)
+    # JPEG-code every frame at this quality before the model sees it, as ingest codes frames for the frames topic
+    # (None: the rendered pixels). Measures what the compression a stream always has does to the picks.
+    jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(TASKS)
@@ -53,6 +57,8 @@ class EvalConfig:
             raise ValueError(f"unknown eval tasks {sorted(unknown)}; choose from {TASKS}")
         if self.clips < 1 or self.key_frame_interval < 1:
             raise ValueError("clips and key_frame_interval must be >= 1")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100 (or None), got {self.jpeg_quality}")
 
 
 @dataclass
@@ -174,7 +180,7 @@ def _summary(tallies: _Tallies, cfg: EvalConfig) -> dict[str, object]:
     language = _jf_summary(tallies.language)
     visual = _jf_summary(tallies.visual)
     result: dict[str, object] = {"split": cfg.split, "clips": cfg.clips, "first_seed": cfg.first_seed,
-                                 "key_frame_interval": cfg.key_frame_interval}
+                                 "key_frame_interval": cfg.key_frame_interval, "jpeg_quality": cfg.jpeg_quality}
     for name, per_kind, prefix in (("referring", language, "referring"), ("reasoning", language, "reasoning"),
                                    ("vos", visual, "visual")):
         head = _headline(per_kind, prefix)
@@ -198,11 +204,18 @@ def _summary(tallies: _Tallies, cfg: EvalConfig) -> dict[str, object]:
     return result
 
 
+def jpeg_coded(clip: Clip, quality: int) -> Clip:
+    """The clip with every frame through a JPEG round trip at `quality` (ground truth unchanged)."""
+    return replace(clip, frames=np.stack([decode_jpeg(encode_jpeg(frame, quality)) for frame in clip.frames]))
+
+
 def evaluate(predictor: HyperSegVideoPredictor, cfg: EvalConfig) -> dict[str, object]:
     """Metrics over clips first_seed .. first_seed + clips - 1 of the split (all on a 0..1 scale)."""
     tallies = _Tallies()
     for seed in range(cfg.first_seed, cfg.first_seed + cfg.clips):
         clip = make_clip(seed, cfg.split, cfg.world)
+        if cfg.jpeg_quality is not None:
+            clip = jpeg_coded(clip, cfg.jpeg_quality)
         streams = _streams(clip, cfg.tasks)
         if streams:
             _run_video(predictor, clip, streams, cfg, tallies)

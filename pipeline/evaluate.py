@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--continuity-floor", type=float,
                         help="visual prompts: the score factor's floor, (floor + IoU) ** power (default: the "
                              "checkpoint's predictor.continuity_floor)")
+    parser.add_argument("--jpeg-quality", type=int,
+                        help="JPEG-code every frame at this quality first, as ingest does (default: raw pixels)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -68,7 +70,7 @@ def main(argv: list[str]) -> int:
     predictor = HyperSegVideoPredictor(model)
     cfg = EvalConfig(split=args.split, clips=args.clips, first_seed=args.first_seed,
                      world=WorldConfig(num_frames=args.frames), tasks=tuple(args.tasks),
-                     key_frame_interval=args.vllm_every)
+                     key_frame_interval=args.vllm_every, jpeg_quality=args.jpeg_quality)
     started = time.perf_counter()
     report: dict[str, object] = {"model": model_id,
                                  "object_score_threshold": model.cfg.predictor.object_score_threshold,

@@ -9,13 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models.checkpoint import load_default_model
 from models.video_predictor import HyperSegVideoPredictor
 from operators.evaluation import EvalConfig, ablations, evaluate, overridden
-from operators.synthetic import WorldConfig
+from operators.frame_codec import decode_jpeg, encode_jpeg
+from operators.synthetic import WorldConfig, make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINE = ("referring_jf", "reasoning_jf", "vos_jf", "image_giou", "image_ciou", "panoptic_pq", "semantic_miou")
@@ -94,3 +96,19 @@ def test_bad_eval_config_is_a_clear_error():
         EvalConfig(tasks=("colouring",))
     with pytest.raises(ValueError, match=">= 1"):
         EvalConfig(key_frame_interval=0)
+    with pytest.raises(ValueError, match="jpeg_quality must be in 1..100"):
+        EvalConfig(jpeg_quality=0)
+
+
+def test_jpeg_quality_feeds_the_model_coded_frames(predictor, monkeypatch):
+    seen = []
+    original = predictor.step_batch
+    monkeypatch.setattr(predictor, "step_batch", lambda requests: seen.append(requests[0].frame) or original(requests))
+    cfg = EvalConfig(clips=1, world=WorldConfig(num_frames=2), tasks=("visual",), jpeg_quality=30)
+    assert evaluate(predictor, cfg)["jpeg_quality"] == 30
+    raw = make_clip(0, "test", cfg.world).frames
+    assert len(seen) == 2
+    for frame, rendered in zip(seen, raw):
+        assert np.array_equal(frame, decode_jpeg(encode_jpeg(rendered, 30)))
+        error = np.abs(frame.astype(int) - rendered).mean()
+        assert 0 < error < 10  # coded: not the rendered pixels, but close to them
