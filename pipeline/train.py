@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the preset's frozen parts (tiny-lite0: its ImageNet pyramid backbone); default: train "
                              "everything (tiny has no pretrained part)")
     parser.add_argument("--refer-rank-weight", type=float,
-                        help="weight of the top-1 ranking CE on the refer score (default: the preset's; 0 = off)")
+                        help="weight of the top-1 ranking CE on the refer score (default: the preset's; 0 = off); new runs "
+                             "only: --resume keeps the run's own config")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
