@@ -147,6 +147,9 @@ class PredictorConfig:
     continuity_power: float = 4.0
     continuity_floor: float = 0.05
     continuity_grid: int = 64
+    # Visual prompts with several regions: give each region a different query (a joint assignment) instead of each
+    # its own best, which lets two objects take the same look-alike. Turn off when regions may mark the same object.
+    distinct_visual_queries: bool = True
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from models.config import PredictorConfig
@@ -51,13 +52,25 @@ def on_grid(masks: torch.Tensor, grid: int) -> torch.Tensor:
 
 def continuity(mask_logits: torch.Tensor, previous: torch.Tensor, cfg: PredictorConfig) -> torch.Tensor:
     """(Q, h, w) mask logits and the objects' masks on the previous frame (R, grid, grid) -> (Q, R) score factor
-    (floor + IoU) ** power; 1 for an object whose previous mask is empty (nothing to follow)."""
-    current = (on_grid(mask_logits.sigmoid(), cfg.continuity_grid) > cfg.mask_threshold).flatten(1).float()
+    (floor + soft IoU) ** power; 1 for an object whose previous mask is empty (nothing to follow).
+
+    The IoU is soft: each query's mask probabilities, averaged per grid cell, against the binary previous mask. A
+    query that covers the object with probabilities just under the mask threshold then still counts as following
+    it; binarised, it would score 0 and lose to a confident look-alike elsewhere."""
+    current = on_grid(mask_logits.sigmoid(), cfg.continuity_grid).flatten(1)
     before = previous.flatten(1).float()
     intersection = current @ before.T
     union = current.sum(1, keepdim=True) + before.sum(1) - intersection
     factor = (cfg.continuity_floor + intersection / union.clamp(min=1.0)) ** cfg.continuity_power
     return torch.where(before.sum(1) > 0, factor, torch.ones_like(factor))
+
+
+def distinct_queries(scores: torch.Tensor) -> torch.Tensor:
+    """(Q, R) query-object scores, R <= Q -> (R,) one query per object, no query shared, maximising the product of
+    the chosen scores (Hungarian assignment on -log score)."""
+    cost = -scores.detach().float().clamp_min(torch.finfo(torch.float32).tiny).log().cpu().numpy()
+    queries, objects = linear_sum_assignment(cost)
+    return torch.as_tensor(queries[objects.argsort()], dtype=torch.long, device=scores.device)
 
 
 def _result(task: str, logits: torch.Tensor, chosen: torch.Tensor, scores: torch.Tensor, labels: list[str | None],
@@ -78,12 +91,16 @@ def referring(pred: LayerPrediction, b: int, cfg: PredictorConfig, size: tuple[i
 def visual(pred: LayerPrediction, b: int, num_regions: int, cfg: PredictorConfig, size: tuple[int, int],
            previous: torch.Tensor | None = None) -> FrameResult:
     """One mask per region: the query that scores highest for it, weighted by `continuity` with the region's
-    object on the previous frame when `previous` (R, grid, grid) is given."""
+    object on the previous frame when `previous` (R, grid, grid) is given. With `distinct_visual_queries`, several
+    regions get different queries (one object per query, as the objects are distinct)."""
     logits = pred.masks[b]
     probs = pred.regions[b].softmax(-1)[:, :num_regions] * mask_quality(logits, cfg.mask_threshold)[:, None]
     if previous is not None:
         probs = probs * continuity(logits, previous, cfg)
-    best = probs.argmax(dim=0)
+    if cfg.distinct_visual_queries and 1 < num_regions <= probs.shape[0]:
+        best = distinct_queries(probs)
+    else:
+        best = probs.argmax(dim=0)
     scores = probs[best, torch.arange(num_regions)]
     return _result("visual", logits, best, scores, [f"region {r}" for r in range(num_regions)], size,
                    cfg.mask_threshold)

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--continuity-floor", type=float,
                         help="visual prompts: the score factor's floor, (floor + IoU) ** power (default: the "
                              "checkpoint's predictor.continuity_floor)")
+    parser.add_argument("--shared-visual-queries", action="store_true",
+                        help="visual prompts: let several regions take the same query, each its own best (default: "
+                             "the checkpoint's predictor.distinct_visual_queries, a joint assignment)")
     parser.add_argument("--jpeg-quality", type=int,
                         help="JPEG-code every frame at this quality first, as ingest does (default: raw pixels)")
     parser.add_argument("--device", default="auto")
@@ -67,6 +70,8 @@ def main(argv: list[str]) -> int:
         model.cfg.predictor.continuity_power = args.continuity_power
     if args.continuity_floor is not None:
         model.cfg.predictor.continuity_floor = args.continuity_floor
+    if args.shared_visual_queries:
+        model.cfg.predictor.distinct_visual_queries = False
     predictor = HyperSegVideoPredictor(model)
     cfg = EvalConfig(split=args.split, clips=args.clips, first_seed=args.first_seed,
                      world=WorldConfig(num_frames=args.frames), tasks=tuple(args.tasks),
@@ -75,6 +80,7 @@ def main(argv: list[str]) -> int:
     report: dict[str, object] = {"model": model_id,
                                  "object_score_threshold": model.cfg.predictor.object_score_threshold,
                                  "continuity_power": model.cfg.predictor.continuity_power,
+                                 "distinct_visual_queries": model.cfg.predictor.distinct_visual_queries,
                                  **evaluate(predictor, cfg)}
     if args.ablation:
         report["ablations"] = ablations(predictor, cfg, tuple(args.ablation))

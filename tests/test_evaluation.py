@@ -18,6 +18,7 @@ from models.video_predictor import HyperSegVideoPredictor
 from operators.evaluation import EvalConfig, ablations, evaluate, overridden
 from operators.frame_codec import decode_jpeg, encode_jpeg
 from operators.synthetic import WorldConfig, make_clip
+from pipeline.evaluate import main as evaluate_command
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINE = ("referring_jf", "reasoning_jf", "vos_jf", "image_giou", "image_ciou", "panoptic_pq", "semantic_miou")
@@ -43,6 +44,7 @@ def report():
 def test_json_has_every_headline_metric_in_range(report):
     assert report["model"] == "synthetic-tiny" and report["split"] == "test" and report["clips"] == 2
     assert report["object_score_threshold"] == load_default_model()[0].cfg.predictor.object_score_threshold
+    assert report["distinct_visual_queries"] is True
     for key in HEADLINE:
         assert report[key] is not None and 0.0 <= report[key] <= 1.0, key
     assert report["referring_count"] > 0 and report["vos_count"] > 0
@@ -89,6 +91,13 @@ def test_continuity_ablation_scores_vos_both_ways_and_restores_the_config(predic
     assert predictor.cfg.predictor.continuity_power == power
     with pytest.raises(ValueError, match="unknown ablation kinds"):
         ablations(predictor, EvalConfig(clips=1), ("colour",))
+
+
+def test_shared_visual_queries_flag_turns_the_joint_assignment_off(capsys):
+    argv = ["--json", "--clips", "1", "--frames", "2", "--tasks", "visual", "--threads", "1", "--shared-visual-queries"]
+    assert evaluate_command(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["distinct_visual_queries"] is False and report["vos_jf"] is not None
 
 
 def test_bad_eval_config_is_a_clear_error():

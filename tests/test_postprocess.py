@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from models.config import PredictorConfig
-from models.postprocess import continuity, semantic, visual
+from models.postprocess import continuity, distinct_queries, semantic, visual
 from models.predictor import LayerPrediction
 
 BIG = 20.0  # a logit whose sigmoid / softmax is 1 to float precision
@@ -38,6 +38,33 @@ def test_continuity_is_floor_plus_iou_to_the_power_and_one_without_a_previous_ma
     factor = continuity(_logits(left, top)[0], previous, cfg)
     expected = torch.tensor([[(0.1 + 1.0) ** 2, 1.0], [(0.1 + 4 / 12) ** 2, 1.0]])
     assert torch.allclose(factor, expected)
+
+
+def test_continuity_counts_a_mask_below_the_threshold_by_its_probability():
+    """A query 40% sure over exactly the previous mask: soft IoU 0.4 (binarised at 0.5 it would be 0)."""
+    cfg = PredictorConfig(continuity_grid=4, continuity_floor=0.1, continuity_power=2.0)
+    left = torch.zeros(4, 4, dtype=torch.bool)
+    left[:, :2] = True
+    unsure = torch.where(left, torch.logit(torch.tensor(0.4)), -BIG).unsqueeze(0)
+    factor = continuity(unsure, left.unsqueeze(0), cfg)
+    assert torch.allclose(factor, torch.tensor([[(0.1 + 0.4) ** 2]]))
+
+
+def test_distinct_queries_maximise_the_product_without_sharing_a_query():
+    """Both objects like query 0 best; together 0.6 x 0.4 beats 0.5 x 0.3, so object 1 takes query 1."""
+    scores = torch.tensor([[0.6, 0.5], [0.3, 0.4], [0.1, 0.1]])
+    assert distinct_queries(scores).tolist() == [0, 1]
+    assert distinct_queries(torch.tensor([[0.2, 0.9], [0.8, 0.1]])).tolist() == [1, 0]
+
+
+def test_visual_regions_share_a_query_only_when_distinct_queries_are_off():
+    """Both regions score query 0 best (0.5, 0.4 against 0.3, 0.2); jointly 0.3 x 0.4 beats 0.5 x 0.2."""
+    regions = torch.log(torch.tensor([[[0.5, 0.4, 0.1], [0.3, 0.2, 0.5]]]))  # (1, Q=2, R+1=3), rows sum to 1
+    masks = torch.full((1, 2, 4, 4), BIG)
+    pred = LayerPrediction(masks=masks, refer=torch.zeros(1, 2, 1), classes=regions, regions=regions)
+    assert visual(pred, 0, 2, PredictorConfig(), (4, 4)).query_indices.tolist() == [1, 0]
+    shared = visual(pred, 0, 2, PredictorConfig(distinct_visual_queries=False), (4, 4))
+    assert shared.query_indices.tolist() == [0, 0]
 
 
 def test_visual_choice_follows_the_previous_mask_over_a_slightly_better_looking_twin():
