@@ -23,10 +23,9 @@ import numpy as np
 from models.config import VisualPromptConfig
 from models.postprocess import FrameResult
 from models.video_predictor import FrameRequest, HyperSegVideoPredictor
-from operators.frame_codec import decode_jpeg, encode_jpeg
 from operators.metrics import ALL_KINDS, IoUAccumulator, JFAccumulator, PanopticAccumulator, SemanticAccumulator
 from operators.synthetic import Clip, Prompt, WorldConfig, make_clip, novelty
-from operators.training_samples import TEMPORAL_SUBKINDS, task_prompt
+from operators.training_samples import TEMPORAL_SUBKINDS, jpeg_coded, task_prompt
 
 TASKS = ("referring", "reasoning", "visual", "generic", "image")
 VIDEO_TASKS = ("referring", "reasoning", "visual")
@@ -202,11 +201,6 @@ def _summary(tallies: _Tallies, cfg: EvalConfig) -> dict[str, object]:
     result["frames"] = tallies.frames
     result["video_fps"] = tallies.frames / tallies.seconds if tallies.seconds else None
     return result
-
-
-def jpeg_coded(clip: Clip, quality: int) -> Clip:
-    """The clip with every frame through a JPEG round trip at `quality` (ground truth unchanged)."""
-    return replace(clip, frames=np.stack([decode_jpeg(encode_jpeg(frame, quality)) for frame in clip.frames]))
 
 
 def evaluate(predictor: HyperSegVideoPredictor, cfg: EvalConfig) -> dict[str, object]:

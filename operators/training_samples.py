@@ -7,7 +7,7 @@ A step's batch is either images (one frame per sample) or short clips (`clip_fra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from models.config import VisualPromptConfig
 from models.losses import NOT_REFERRED, REFERRED, FrameTarget
 from models.prompts import TaskPrompt
 from models.training import TrainingSample
+from operators.frame_codec import decode_jpeg, encode_jpeg
 from operators.synthetic import Clip, Prompt, WorldConfig, make_clip
 from operators.synthetic.splits import split_spec
 
@@ -54,6 +55,22 @@ class SampleConfig:
     # NOT_REFERRED, so the refer score learns to pick the referent among segmented look-alikes. Off (how the models
     # before the shipped one trained): only the referent (docs/training.md).
     referring_negatives: bool = True
+    # Codec augmentation: this share of the samples sees its clip's frames through a JPEG round trip at a quality
+    # drawn from jpeg_qualities (inclusive), as a stream's frames reach the model after ingest (quality 85). 0: the
+    # rendered pixels only, as every shipped model so far trained.
+    jpeg_share: float = 0.0
+    jpeg_qualities: tuple[int, int] = (50, 95)
+
+    def __post_init__(self) -> None:
+        low, high = self.jpeg_qualities
+        if not 0.0 <= self.jpeg_share <= 1.0 or not 1 <= low <= high <= 100:
+            raise ValueError(f"jpeg_share must be in 0..1 and jpeg_qualities a range within 1..100, got "
+                             f"{self.jpeg_share} and {self.jpeg_qualities}")
+
+
+def jpeg_coded(clip: Clip, quality: int) -> Clip:
+    """The clip with every frame through a JPEG round trip at `quality` (ground truth unchanged)."""
+    return replace(clip, frames=np.stack([decode_jpeg(encode_jpeg(frame, quality)) for frame in clip.frames]))
 
 
 def _visible(clip: Clip, t: int, objects: tuple[int, ...], min_px: int = 1) -> list[int]:
@@ -109,7 +126,8 @@ def _usable(prompt: Prompt, length: int) -> bool:
 
 
 def draw_sample(rng: np.random.Generator, cfg: SampleConfig, length: int) -> TrainingSample:
-    """One sample of `length` frames from a random clip: task by the mix, then a prompt of that task."""
+    """One sample of `length` frames from a random clip: task by the mix, then a prompt of that task, and the
+    frames JPEG-coded for a `jpeg_share` of the samples."""
     kinds, weights = cfg.mix.kinds()
     size = split_spec(cfg.split).size
     while True:
@@ -120,6 +138,8 @@ def draw_sample(rng: np.random.Generator, cfg: SampleConfig, length: int) -> Tra
             continue  # e.g. no verifiable reasoning expression in this clip: draw another clip
         prompt = options[int(rng.integers(len(options)))]
         start = int(rng.integers(clip.frames.shape[0] - length + 1))
+        if cfg.jpeg_share and rng.random() < cfg.jpeg_share:
+            clip = jpeg_coded(clip, int(rng.integers(cfg.jpeg_qualities[0], cfg.jpeg_qualities[1] + 1)))
         return sample_from_prompt(clip, prompt, start, length, cfg.visual, cfg.referring_negatives)
 
 

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-referring-negatives", action="store_true",
                         help="referring targets hold only the referent, as for the models before the shipped one "
                              "(default: every visible object, the others as negatives for the refer score)")
+    parser.add_argument("--jpeg-share", type=float, default=0.0,
+                        help="codec augmentation: share of samples whose frames go through a JPEG round trip, as a "
+                             "stream's frames do at ingest (default 0: rendered pixels only)")
+    parser.add_argument("--jpeg-qualities", type=int, nargs=2, default=(50, 95), metavar=("LOW", "HIGH"),
+                        help="the JPEG quality of an augmented sample is drawn from LOW..HIGH (default 50 95)")
     parser.add_argument("--freeze-encoders", action="store_true",
                         help="keep the preset's frozen parts (tiny-lite0: its ImageNet pyramid backbone); default: train "
                              "everything (tiny has no pretrained part)")
@@ -93,6 +98,15 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
     if args.refer_rank_weight is not None:
         cfg.loss = replace(cfg.loss, refer_rank_weight=args.refer_rank_weight)
     return cfg
+
+
+def sample_config(args: argparse.Namespace) -> SampleConfig:
+    """What the run trains on: the task mix, the world's frame size, batch shapes and augmentation."""
+    return SampleConfig(mix=args.mix, world=WorldConfig(height=args.frame_size, width=args.frame_size),
+                        clip_frames=args.clip_frames, clip_batch_share=args.clip_share,
+                        image_batch_size=args.image_batch, clip_batch_size=args.clip_batch,
+                        referring_negatives=not args.no_referring_negatives, jpeg_share=args.jpeg_share,
+                        jpeg_qualities=tuple(args.jpeg_qualities))
 
 
 def _save_latest(trainer: Trainer, out: Path, extra: dict) -> None:
@@ -138,10 +152,7 @@ def main(argv: list[str]) -> int:
     device = pick_device(args.device)
     optim = OptimConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                         grad_clip=args.grad_clip, seed=args.seed)
-    samples = SampleConfig(mix=args.mix, world=WorldConfig(height=args.frame_size, width=args.frame_size),
-                           clip_frames=args.clip_frames, clip_batch_share=args.clip_share,
-                           image_batch_size=args.image_batch, clip_batch_size=args.clip_batch,
-                           referring_negatives=not args.no_referring_negatives)
+    samples = sample_config(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.resume:

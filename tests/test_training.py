@@ -3,6 +3,8 @@ resume from a checkpoint (model, optimiser, schedule, RNG)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from models.presets import preset_config
 from models.training import OptimConfig, Trainer, WarmupCosine
 from operators.synthetic import make_clip
 from operators.training_samples import TEMPORAL_SUBKINDS, SampleConfig, TaskMix, batch_for_step, sample_from_prompt
-from pipeline.train import build_parser, parse_mix, run_config
+from pipeline.train import build_parser, parse_mix, run_config, sample_config
 
 SAMPLES = SampleConfig(image_batch_size=1, clip_batch_size=1, clip_frames=2)
 OPTIM = OptimConfig(steps=20, lr=1e-3, warmup_steps=1)
@@ -106,6 +108,25 @@ def test_command_line_choices_reach_the_run_config():
     assert chosen.loss.refer_rank_weight == 0.5 and chosen.frozen == preset_config("tiny-lite0-rank").frozen != ()
     assert not chosen.language.train_base
     assert chosen.loss.refer_weight == default.loss.refer_weight
+
+
+def test_jpeg_augmentation_codes_the_frames_and_keeps_the_targets():
+    """The same draw with and without the augmentation: the same prompt and targets, frames close but not equal."""
+    plain = batch_for_step(SAMPLES, 0, 3)[0]
+    coded = batch_for_step(replace(SAMPLES, jpeg_share=1.0, jpeg_qualities=(40, 40)), 0, 3)[0]
+    assert plain.prompt.key() == coded.prompt.key()
+    assert all(torch.equal(a.masks, b.masks) for a, b in zip(plain.targets, coded.targets))
+    error = (plain.frames.int() - coded.frames.int()).abs().float().mean()
+    assert 0 < error < 10
+    if plain.region_frame is not None:
+        assert not torch.equal(plain.region_frame, coded.region_frame)
+    args = build_parser().parse_args(["--jpeg-share", "0.5", "--jpeg-qualities", "60", "90"])
+    assert (sample_config(args).jpeg_share, sample_config(args).jpeg_qualities) == (0.5, (60, 90))
+    assert sample_config(build_parser().parse_args([])).jpeg_share == 0.0
+    with pytest.raises(ValueError, match="jpeg_share"):
+        SampleConfig(jpeg_share=1.5)
+    with pytest.raises(ValueError, match="jpeg_qualities"):
+        SampleConfig(jpeg_qualities=(90, 60))
 
 
 @pytest.mark.parametrize("negatives", [True, False])
