@@ -150,6 +150,10 @@ class PredictorConfig:
     # Visual prompts with several regions: give each region a different query (a joint assignment) instead of each
     # its own best, which lets two objects take the same look-alike. Turn off when regions may mark the same object.
     distinct_visual_queries: bool = True
+    # Not in the paper: sizes of the attribute vocabularies (e.g. colour, shape, size, texture) an auxiliary head
+    # predicts for each query's object in training, so the query states carry what referring expressions name.
+    # Empty: no head.
+    attribute_classes: tuple[int, ...] = ()
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
@@ -193,6 +197,9 @@ class LossConfig:
     # that inference makes (the BCE scores each query alone, and with one referent among Q queries it is dominated by
     # the negatives). 0 = off, as in the paper.
     refer_rank_weight: float = 0.0
+    # Not in the paper: CE of the attribute head (PredictorConfig.attribute_classes) on the matched queries, mean
+    # over the attributes. 0 = off.
+    attribute_weight: float = 0.0
     text_weight: float = 1.0
     instance_weight: float = 1.0
     no_object_weight: float = 0.1

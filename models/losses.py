@@ -3,7 +3,7 @@
 Matching and the point-sampled mask losses are transformers' Mask2Former Hungarian matcher and loss; what
 HyperSeg adds on top is written here: classification against a per-sample (open) prompt list with a no-object
 weight, the referring-score BCE (and, optionally, a top-1 ranking CE), the answer-text CE and the contrastive
-instance association between frames.
+instance association between frames; optionally, an attribute CE on the matched queries (not in the paper).
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ REFERRED, NOT_REFERRED = 0, 1
 @dataclass
 class FrameTarget:
     """Ground truth of one frame: object masks (K, H, W) and, per object, the index of its prompt
-    (class index for generic tasks, region index for visual prompts, REFERRED / NOT_REFERRED for referring)."""
+    (class index for generic tasks, region index for visual prompts, REFERRED / NOT_REFERRED for referring), and
+    optionally each object's attribute indices for the attribute head."""
 
     masks: torch.Tensor
     prompt_index: torch.Tensor  # (K,) long
+    attributes: torch.Tensor | None = None  # (K, A) long, one column per PredictorConfig.attribute_classes entry
 
 
 Matching = list[tuple[torch.Tensor, torch.Tensor]]  # per sample: (query indices, target indices)
@@ -49,6 +51,7 @@ class HyperSegLoss(nn.Module):
     def __init__(self, loss: LossConfig, predictor: PredictorConfig) -> None:
         super().__init__()
         self.cfg = loss
+        self.attribute_classes = predictor.attribute_classes
         m2f = Mask2FormerConfig(
             num_labels=1, class_weight=loss.class_weight, mask_weight=loss.mask_weight, dice_weight=loss.dice_weight,
             train_num_points=predictor.train_num_points, oversample_ratio=predictor.oversample_ratio,
@@ -94,6 +97,7 @@ class HyperSegLoss(nn.Module):
             weight[background] = self.cfg.no_object_weight
             cls_terms.append(nn.functional.cross_entropy(logits.float(), wanted, weight=weight))
         zero = layer.masks.new_zeros(())
+        attribute = self._attribute_loss(layer, targets, matches) if self.cfg.attribute_weight else None
         return {
             "mask": mask_terms["loss_mask"] * self.cfg.mask_weight,
             "dice": mask_terms["loss_dice"] * self.cfg.dice_weight,
@@ -101,7 +105,25 @@ class HyperSegLoss(nn.Module):
             "refer": torch.stack(refer_terms).mean() * self.cfg.refer_weight if refer_terms else zero,
             **({"refer_rank": torch.stack(rank_terms).mean() * self.cfg.refer_rank_weight}
                if rank_terms and self.cfg.refer_rank_weight else {}),
+            **({"attribute": attribute * self.cfg.attribute_weight} if attribute is not None else {}),
         }
+
+    def _attribute_loss(self, layer: LayerPrediction, targets: list[FrameTarget], matches: Matching
+                        ) -> torch.Tensor | None:
+        """CE of each matched query's attribute logits against its object's attributes, mean over attributes and
+        over the matched objects of the batch; None when no target carries attributes."""
+        if layer.attributes is None:
+            raise ValueError("attribute_weight > 0 needs the attribute head (PredictorConfig.attribute_classes)")
+        logits, wanted = [], []
+        for b, (target, (queries, objects)) in enumerate(zip(targets, matches)):
+            if target.attributes is not None and objects.numel():
+                logits.append(layer.attributes[b][queries.to(layer.attributes.device)])
+                wanted.append(target.attributes.to(layer.attributes.device)[objects.to(layer.attributes.device)])
+        if not logits:
+            return None
+        pieces = torch.cat(logits).float().split(list(self.attribute_classes), dim=-1)
+        labels = torch.cat(wanted)
+        return torch.stack([nn.functional.cross_entropy(piece, labels[:, a]) for a, piece in enumerate(pieces)]).mean()
 
     def forward(self, output: PredictorOutput, targets: list[FrameTarget],
                 tasks: list[str]) -> tuple[dict[str, torch.Tensor], Matching]:

@@ -8,6 +8,7 @@ positions are learned. Heads on every decoder layer's queries (deep supervision)
   regions     scores against each visual-prompt region embedding plus a background entry
   instance    instance embeddings for video association
   boxes       normalised (cx, cy, w, h)
+  attributes  (optional, training) logits of each query's object attributes, one slice per attribute
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class LayerPrediction:
     refer: torch.Tensor  # (B, Q, P) logits
     classes: torch.Tensor  # (B, Q, P + 1) logits, last = background; padded prompts at -inf
     regions: torch.Tensor  # (B, Q, P + 1) logits, same layout
+    attributes: torch.Tensor | None = None  # (B, Q, sum(attribute_classes)) logits, when the config has the head
 
 
 @dataclass
@@ -99,6 +101,7 @@ class SegmentationPredictor(nn.Module):
         self.region_head = PromptScoreHead(cfg.hidden_dim, background=True)
         self.instance_head = Mask2FormerMLPPredictionHead(cfg.hidden_dim, cfg.hidden_dim, cfg.instance_embed_dim)
         self.box_head = Mask2FormerMLPPredictionHead(cfg.hidden_dim, cfg.hidden_dim, 4)
+        self.attribute_head = nn.Linear(cfg.hidden_dim, sum(cfg.attribute_classes)) if cfg.attribute_classes else None
 
     def _memory(self, pixel: PixelFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Size]]:
         """Flatten the three scales into (HW, B, C) keys with sine positions and level embeddings."""
@@ -133,6 +136,7 @@ class SegmentationPredictor(nn.Module):
                 refer=self.refer_head(decoded, prompts, prompt_valid),
                 classes=self.class_head(decoded, prompts, prompt_valid),
                 regions=self.region_head(decoded, prompts, prompt_valid),
+                attributes=self.attribute_head(decoded) if self.attribute_head is not None else None,
             ))
         last = out.intermediate_hidden_states[-1].transpose(0, 1)
         return PredictorOutput(layers=layers, instance=self.instance_head(last), boxes=self.box_head(last).sigmoid())

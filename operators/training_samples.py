@@ -19,6 +19,7 @@ from models.training import TrainingSample
 from operators.frame_codec import decode_jpeg, encode_jpeg
 from operators.synthetic import Clip, Prompt, WorldConfig, make_clip
 from operators.synthetic.splits import split_spec
+from operators.synthetic.vocab import ATTRIBUTE_VOCABULARIES
 
 # Expressions only a sequence of frames can answer; image samples never use them.
 TEMPORAL_SUBKINDS = frozenset({"motion", "leaving", "fastest"})
@@ -77,10 +78,23 @@ def _visible(clip: Clip, t: int, objects: tuple[int, ...], min_px: int = 1) -> l
     return [i for i in objects if clip.visible_px[t, i] >= min_px]
 
 
+def attribute_classes() -> tuple[int, ...]:
+    """The attribute head's vocabulary sizes for this world (PredictorConfig.attribute_classes)."""
+    return tuple(len(values) for values in ATTRIBUTE_VOCABULARIES.values())
+
+
+def object_attributes(clip: Clip, objects: list[int]) -> torch.Tensor:
+    """(K, A) index of each object's value of every attribute in ATTRIBUTE_VOCABULARIES."""
+    rows = [[values.index(clip.objects[i].attribute(name)) for name, values in ATTRIBUTE_VOCABULARIES.items()]
+            for i in objects]
+    return torch.tensor(rows, dtype=torch.long).view(len(objects), len(ATTRIBUTE_VOCABULARIES))
+
+
 def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int]) -> FrameTarget:
     masks = torch.from_numpy(clip.masks[t, objects]) if objects else torch.zeros(0, *clip.masks.shape[2:],
                                                                                    dtype=torch.bool)
-    return FrameTarget(masks=masks, prompt_index=torch.tensor(prompt_index, dtype=torch.long))
+    return FrameTarget(masks=masks, prompt_index=torch.tensor(prompt_index, dtype=torch.long),
+                       attributes=object_attributes(clip, objects))
 
 
 def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskPrompt:

@@ -26,7 +26,7 @@ from models.sequence import literal_text
 from models.tokenizer import fit_bpe_tokenizer
 from models.training import OptimConfig, StepResult, Trainer, pick_device
 from operators.synthetic import WorldConfig, split_texts
-from operators.training_samples import SampleConfig, TaskMix, batch_for_step
+from operators.training_samples import SampleConfig, TaskMix, attribute_classes, batch_for_step
 
 LATEST = "latest"
 LOG_FILE = "log.jsonl"
@@ -34,7 +34,7 @@ LOG_FILE = "log.jsonl"
 TOKENIZER_CLIPS = 500
 # Short names of the loss parts on the progress bar.
 BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "refer_rank": "rank",
-             "text": "txt", "instance": "ins"}
+             "text": "txt", "instance": "ins", "attribute": "attr"}
 
 
 def parse_mix(text: str) -> TaskMix:
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refer-rank-weight", type=float,
                         help="weight of the top-1 ranking CE on the refer score (default: the preset's; 0 = off); new runs "
                              "only: --resume keeps the run's own config")
+    parser.add_argument("--attribute-weight", type=float, default=0.0,
+                        help="weight of an auxiliary CE that makes each matched query predict its object's colour, "
+                             "shape, size and texture (adds the attribute head; default 0: no head)")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
@@ -97,6 +100,9 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
     cfg.language.train_base = not args.lora_only
     if args.refer_rank_weight is not None:
         cfg.loss = replace(cfg.loss, refer_rank_weight=args.refer_rank_weight)
+    if args.attribute_weight:
+        cfg.loss = replace(cfg.loss, attribute_weight=args.attribute_weight)
+        cfg.predictor = replace(cfg.predictor, attribute_classes=attribute_classes())
     return cfg
 
 

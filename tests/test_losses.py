@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
 
 from models.build import build_tiny
@@ -97,3 +98,32 @@ def test_refer_bce_is_positive_only_at_the_referent_among_negatives():
     rank = ranked.layer_losses(layer, [target], ["referring"], matches)["refer_rank"]
     by_hand = -(2.0 - math.log(math.exp(2.0) + math.exp(-1.0) + math.exp(0.5) + math.exp(0.0)))  # -log softmax[0]
     assert math.isclose(float(rank), 3.0 * by_hand, rel_tol=1e-5)
+
+
+def test_attribute_ce_scores_the_matched_queries_objects_by_hand():
+    """Two attributes of sizes 3 and 2; two objects matched to queries 1 and 3. The loss is the mean over the two
+    attributes of each one's CE over the matched queries, against values computed by hand; with weight 0 there is
+    no attribute part, and a weight without the head is a clear error."""
+    model_cfg = build_tiny(device="meta").cfg
+    predictor = dataclasses.replace(model_cfg.predictor, attribute_classes=(3, 2))
+    criterion = HyperSegLoss(dataclasses.replace(model_cfg.loss, attribute_weight=2.0), predictor)
+    attributes = torch.zeros(1, 4, 5)
+    attributes[0, 1] = torch.tensor([2.0, 0.0, 0.0, 1.0, 0.0])  # attribute 0 says value 0, attribute 1 value 0
+    attributes[0, 3] = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0])  # uniform on both
+    layer = LayerPrediction(masks=torch.zeros(1, 4, 8, 8), refer=torch.zeros(1, 4, 1),
+                            classes=torch.zeros(1, 4, 3), regions=torch.zeros(1, 4, 3), attributes=attributes)
+    masks = torch.zeros(2, 32, 32)
+    masks[0, :8, :8] = 1
+    masks[1, 16:, 16:] = 1
+    target = FrameTarget(masks, torch.tensor([0, 1]), attributes=torch.tensor([[0, 1], [2, 0]]))
+    matches = [(torch.tensor([1, 3]), torch.tensor([0, 1]))]
+    parts = criterion.layer_losses(layer, [target], ["generic"], matches)
+    first = -(2.0 - math.log(math.exp(2.0) + 2)) + math.log(3)  # query 1 -> value 0; query 3 -> value 2 (uniform)
+    second = -(0.0 - math.log(math.exp(1.0) + 1)) + math.log(2)  # query 1 -> value 1; query 3 -> value 0
+    by_hand = (first / 2 + second / 2) / 2
+    assert math.isclose(float(parts["attribute"]), 2.0 * by_hand, rel_tol=1e-5)
+    assert "attribute" not in HyperSegLoss(model_cfg.loss, predictor).layer_losses(layer, [target], ["generic"],
+                                                                                    matches)
+    headless = dataclasses.replace(layer, attributes=None)
+    with pytest.raises(ValueError, match="attribute head"):
+        criterion.layer_losses(headless, [target], ["generic"], matches)

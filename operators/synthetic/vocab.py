@@ -25,3 +25,8 @@ TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted")
 
 # Order in which attribute words are spoken before the noun ("the small striped red circle").
 ATTRIBUTE_ORDER: tuple[str, ...] = ("size", "texture", "colour", "shape")
+
+# What the attribute head of a training run predicts per object (PredictorConfig.attribute_classes), in this order.
+ATTRIBUTE_VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES), "texture": TEXTURES,
+}
