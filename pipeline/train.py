@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "only: --resume keeps the run's own config")
     parser.add_argument("--attribute-weight", type=float, default=0.0,
                         help="weight of an auxiliary CE that makes each matched query predict its object's colour, "
-                             "shape, size and texture (adds the attribute head; default 0: no head)")
+                             "shape, size and texture (adds the attribute head; default 0: no head); new runs only: "
+                             "--resume keeps the run's own config")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)

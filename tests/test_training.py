@@ -116,8 +116,8 @@ def test_command_line_choices_reach_the_run_config():
 
 
 def test_targets_carry_each_objects_attributes_and_the_head_learns_them():
-    """Every target row names its object's colour, shape, size and texture; a model with the attribute head
-    gives logits of every attribute on every decoder layer, and steps on a fixed batch lower the attribute CE."""
+    """Every target row names its object's colour, shape, size and texture; the flag builds a head with one logit
+    per attribute value, and steps on a fixed batch lower the attribute CE."""
     clip = make_clip(0, "train")
     prompt = next(p for p in clip.prompts if p.kind == "generic")
     sample = sample_from_prompt(clip, prompt, 0, 2, VisualPromptConfig())
