@@ -154,6 +154,9 @@ class PredictorConfig:
     # predicts for each query's object in training, so the query states carry what referring expressions name.
     # Empty: no head.
     attribute_classes: tuple[int, ...] = ()
+    # Not in the paper: a head that regresses each query's object centre and velocity in training, so the query
+    # states carry where an object is and how it moves, which spatial and motion expressions name.
+    kinematics_head: bool = False
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
@@ -200,6 +203,8 @@ class LossConfig:
     # Not in the paper: CE of the attribute head (PredictorConfig.attribute_classes) on the matched queries, mean
     # over the attributes. 0 = off.
     attribute_weight: float = 0.0
+    # Not in the paper: L1 of the kinematics head (PredictorConfig.kinematics_head) on the matched queries. 0 = off.
+    kinematics_weight: float = 0.0
     text_weight: float = 1.0
     instance_weight: float = 1.0
     no_object_weight: float = 0.1

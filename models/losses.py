@@ -3,7 +3,8 @@
 Matching and the point-sampled mask losses are transformers' Mask2Former Hungarian matcher and loss; what
 HyperSeg adds on top is written here: classification against a per-sample (open) prompt list with a no-object
 weight, the referring-score BCE (and, optionally, a top-1 ranking CE), the answer-text CE and the contrastive
-instance association between frames; optionally, an attribute CE on the matched queries (not in the paper).
+instance association between frames; optionally, an attribute CE and a kinematics L1 on the matched queries (not
+in the paper).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ REFERRED, NOT_REFERRED = 0, 1
 class FrameTarget:
     """Ground truth of one frame: object masks (K, H, W) and, per object, the index of its prompt
     (class index for generic tasks, region index for visual prompts, REFERRED / NOT_REFERRED for referring), and
-    optionally each object's attribute indices for the attribute head."""
+    optionally each object's attribute indices and kinematics for those auxiliary heads."""
 
     masks: torch.Tensor
     prompt_index: torch.Tensor  # (K,) long
     attributes: torch.Tensor | None = None  # (K, A) long, one column per PredictorConfig.attribute_classes entry
+    kinematics: torch.Tensor | None = None  # (K, 4) float centre x, y and velocity x, y; NaN where unknown
 
 
 Matching = list[tuple[torch.Tensor, torch.Tensor]]  # per sample: (query indices, target indices)
@@ -45,6 +47,19 @@ def _match_logits(layer: LayerPrediction, b: int, task: str) -> torch.Tensor:
         refer = layer.refer[b, :, :1]
         return torch.cat([refer, torch.zeros_like(refer)], dim=-1)  # softmax([x, 0])[0] = sigmoid(x)
     return layer.regions[b] if task == "visual" else layer.classes[b]
+
+
+def _matched_rows(predicted: torch.Tensor, wanted: list[torch.Tensor | None], matches: Matching
+                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """predicted (B, Q, C) per query; wanted[b] (K_b, C') per object or None -> the matched queries' rows beside
+    their objects' rows, over the batch; None when no matched object has a target."""
+    device = predicted.device
+    mine, theirs = [], []
+    for b, (target, (queries, objects)) in enumerate(zip(wanted, matches)):
+        if target is not None and objects.numel():
+            mine.append(predicted[b][queries.to(device)])
+            theirs.append(target.to(device)[objects.to(device)])
+    return (torch.cat(mine), torch.cat(theirs)) if mine else None
 
 
 class HyperSegLoss(nn.Module):
@@ -98,6 +113,7 @@ class HyperSegLoss(nn.Module):
             cls_terms.append(nn.functional.cross_entropy(logits.float(), wanted, weight=weight))
         zero = layer.masks.new_zeros(())
         attribute = self._attribute_loss(layer, targets, matches) if self.cfg.attribute_weight else None
+        kinematics = self._kinematics_loss(layer, targets, matches) if self.cfg.kinematics_weight else None
         return {
             "mask": mask_terms["loss_mask"] * self.cfg.mask_weight,
             "dice": mask_terms["loss_dice"] * self.cfg.dice_weight,
@@ -106,6 +122,7 @@ class HyperSegLoss(nn.Module):
             **({"refer_rank": torch.stack(rank_terms).mean() * self.cfg.refer_rank_weight}
                if rank_terms and self.cfg.refer_rank_weight else {}),
             **({"attribute": attribute * self.cfg.attribute_weight} if attribute is not None else {}),
+            **({"kinematics": kinematics * self.cfg.kinematics_weight} if kinematics is not None else {}),
         }
 
     def _attribute_loss(self, layer: LayerPrediction, targets: list[FrameTarget], matches: Matching
@@ -114,16 +131,27 @@ class HyperSegLoss(nn.Module):
         over the matched objects of the batch; None when no target carries attributes."""
         if layer.attributes is None:
             raise ValueError("attribute_weight > 0 needs the attribute head (PredictorConfig.attribute_classes)")
-        logits, wanted = [], []
-        for b, (target, (queries, objects)) in enumerate(zip(targets, matches)):
-            if target.attributes is not None and objects.numel():
-                logits.append(layer.attributes[b][queries.to(layer.attributes.device)])
-                wanted.append(target.attributes.to(layer.attributes.device)[objects.to(layer.attributes.device)])
-        if not logits:
+        rows = _matched_rows(layer.attributes, [t.attributes for t in targets], matches)
+        if rows is None:
             return None
-        pieces = torch.cat(logits).float().split(list(self.attribute_classes), dim=-1)
-        labels = torch.cat(wanted)
+        logits, labels = rows
+        pieces = logits.float().split(list(self.attribute_classes), dim=-1)
         return torch.stack([nn.functional.cross_entropy(piece, labels[:, a]) for a, piece in enumerate(pieces)]).mean()
+
+    @staticmethod
+    def _kinematics_loss(layer: LayerPrediction, targets: list[FrameTarget], matches: Matching) -> torch.Tensor | None:
+        """L1 between each matched query's kinematics and its object's, mean over the known (non-NaN) values of the
+        batch; None when none is known."""
+        if layer.kinematics is None:
+            raise ValueError("kinematics_weight > 0 needs the kinematics head (PredictorConfig.kinematics_head)")
+        rows = _matched_rows(layer.kinematics, [t.kinematics for t in targets], matches)
+        if rows is None:
+            return None
+        predicted, wanted = rows
+        known = wanted.isfinite()
+        if not known.any():
+            return None
+        return nn.functional.l1_loss(predicted.float()[known], wanted[known])
 
     def forward(self, output: PredictorOutput, targets: list[FrameTarget],
                 tasks: list[str]) -> tuple[dict[str, torch.Tensor], Matching]:

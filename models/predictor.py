@@ -9,6 +9,7 @@ positions are learned. Heads on every decoder layer's queries (deep supervision)
   instance    instance embeddings for video association
   boxes       normalised (cx, cy, w, h)
   attributes  (optional, training) logits of each query's object attributes, one slice per attribute
+  kinematics  (optional, training) each query's object centre and velocity (units: FrameTarget.kinematics)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from models.mask2former_init import init_mask2former_parts
 from models.pyramid_encoder import PixelFeatures
 
 NUM_LEVELS = 3
+KINEMATICS = 4  # centre x, y and velocity x, y
 
 
 @dataclass
@@ -38,6 +40,7 @@ class LayerPrediction:
     classes: torch.Tensor  # (B, Q, P + 1) logits, last = background; padded prompts at -inf
     regions: torch.Tensor  # (B, Q, P + 1) logits, same layout
     attributes: torch.Tensor | None = None  # (B, Q, sum(attribute_classes)) logits, when the config has the head
+    kinematics: torch.Tensor | None = None  # (B, Q, KINEMATICS) centre x, y and velocity x, y, when it has that head
 
 
 @dataclass
@@ -102,6 +105,7 @@ class SegmentationPredictor(nn.Module):
         self.instance_head = Mask2FormerMLPPredictionHead(cfg.hidden_dim, cfg.hidden_dim, cfg.instance_embed_dim)
         self.box_head = Mask2FormerMLPPredictionHead(cfg.hidden_dim, cfg.hidden_dim, 4)
         self.attribute_head = nn.Linear(cfg.hidden_dim, sum(cfg.attribute_classes)) if cfg.attribute_classes else None
+        self.kinematics_head = nn.Linear(cfg.hidden_dim, KINEMATICS) if cfg.kinematics_head else None
 
     def _memory(self, pixel: PixelFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Size]]:
         """Flatten the three scales into (HW, B, C) keys with sine positions and level embeddings."""
@@ -137,6 +141,7 @@ class SegmentationPredictor(nn.Module):
                 classes=self.class_head(decoded, prompts, prompt_valid),
                 regions=self.region_head(decoded, prompts, prompt_valid),
                 attributes=self.attribute_head(decoded) if self.attribute_head is not None else None,
+                kinematics=self.kinematics_head(decoded) if self.kinematics_head is not None else None,
             ))
         last = out.intermediate_hidden_states[-1].transpose(0, 1)
         return PredictorOutput(layers=layers, instance=self.instance_head(last), boxes=self.box_head(last).sigmoid())

@@ -90,11 +90,26 @@ def object_attributes(clip: Clip, objects: list[int]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long).view(len(objects), len(ATTRIBUTE_VOCABULARIES))
 
 
-def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int]) -> FrameTarget:
+def object_kinematics(clip: Clip, objects: list[int], t: int, seen_before: bool, speed_unit: float) -> torch.Tensor:
+    """(K, 4) each object's amodal centre on frame t as a fraction of the frame's width and height, and its
+    displacement since frame t-1 in units of `speed_unit` (a fraction of the shorter side per frame), so both lie
+    near 0..1 and -1..1; the velocity is NaN (unknown to the model) unless `seen_before`, frame t-1 being in the
+    sample."""
+    height, width = clip.frames.shape[1:3]
+    centres = clip.centres[t, objects] / np.array([width, height], dtype=np.float32)
+    velocity = np.full_like(centres, np.nan)
+    if seen_before:
+        velocity = (clip.centres[t, objects] - clip.centres[t - 1, objects]) / (min(height, width) * speed_unit)
+    return torch.from_numpy(np.concatenate([centres, velocity], axis=-1).astype(np.float32)).view(len(objects), 4)
+
+
+def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int], seen_before: bool,
+                  speed_unit: float) -> FrameTarget:
     masks = torch.from_numpy(clip.masks[t, objects]) if objects else torch.zeros(0, *clip.masks.shape[2:],
                                                                                    dtype=torch.bool)
     return FrameTarget(masks=masks, prompt_index=torch.tensor(prompt_index, dtype=torch.long),
-                       attributes=object_attributes(clip, objects))
+                       attributes=object_attributes(clip, objects),
+                       kinematics=object_kinematics(clip, objects, t, seen_before, speed_unit))
 
 
 def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskPrompt:
@@ -109,9 +124,10 @@ def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskP
 
 
 def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, visual: VisualPromptConfig,
-                       referring_negatives: bool = True) -> TrainingSample:
+                       referring_negatives: bool = True, speed_unit: float = WorldConfig.max_speed) -> TrainingSample:
     """Frames start .. start + length - 1 of `clip` under `prompt`, with the visible targets of each frame
-    (for referring prompts also the other visible objects, as negatives, when `referring_negatives`)."""
+    (for referring prompts also the other visible objects, as negatives, when `referring_negatives`); velocities
+    in units of `speed_unit` (object_kinematics)."""
     frames = range(start, start + length)
     referring = prompt.kind in ("referring", "reasoning")
     shown = tuple(range(len(clip.objects))) if referring and referring_negatives else prompt.targets
@@ -125,7 +141,7 @@ def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, visu
             entities.append(tuple(name for name in prompt.classes if prompt.classes.index(name) in index))
         else:
             index = [prompt.targets.index(i) for i in visible]
-        targets.append(_frame_target(clip, t, visible, index))
+        targets.append(_frame_target(clip, t, visible, index, t > start, speed_unit))
         ids.append(torch.tensor(visible, dtype=torch.long))
     region_frame = None
     if prompt.kind == "visual":
@@ -154,7 +170,8 @@ def draw_sample(rng: np.random.Generator, cfg: SampleConfig, length: int) -> Tra
         start = int(rng.integers(clip.frames.shape[0] - length + 1))
         if cfg.jpeg_share and rng.random() < cfg.jpeg_share:
             clip = jpeg_coded(clip, int(rng.integers(cfg.jpeg_qualities[0], cfg.jpeg_qualities[1] + 1)))
-        return sample_from_prompt(clip, prompt, start, length, cfg.visual, cfg.referring_negatives)
+        return sample_from_prompt(clip, prompt, start, length, cfg.visual, cfg.referring_negatives,
+                                  cfg.world.max_speed)
 
 
 def batch_for_step(cfg: SampleConfig, seed: int, step: int) -> list[TrainingSample]:

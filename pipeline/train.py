@@ -34,7 +34,7 @@ LOG_FILE = "log.jsonl"
 TOKENIZER_CLIPS = 500
 # Short names of the loss parts on the progress bar.
 BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "refer_rank": "rank",
-             "text": "txt", "instance": "ins", "attribute": "attr"}
+             "text": "txt", "instance": "ins", "attribute": "attr", "kinematics": "kin"}
 
 
 def parse_mix(text: str) -> TaskMix:
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of an auxiliary CE that makes each matched query predict its object's colour, "
                              "shape, size and texture (adds the attribute head; default 0: no head); new runs only: "
                              "--resume keeps the run's own config")
+    parser.add_argument("--kinematics-weight", type=float, default=0.0,
+                        help="weight of an auxiliary L1 that makes each matched query predict its object's centre and "
+                             "velocity (adds the kinematics head; default 0: no head); new runs only: --resume keeps "
+                             "the run's own config")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
@@ -104,6 +108,9 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
     if args.attribute_weight:
         cfg.loss = replace(cfg.loss, attribute_weight=args.attribute_weight)
         cfg.predictor = replace(cfg.predictor, attribute_classes=attribute_classes())
+    if args.kinematics_weight:
+        cfg.loss = replace(cfg.loss, kinematics_weight=args.kinematics_weight)
+        cfg.predictor = replace(cfg.predictor, kinematics_head=True)
     return cfg
 
 

@@ -127,3 +127,28 @@ def test_attribute_ce_scores_the_matched_queries_objects_by_hand():
     headless = dataclasses.replace(layer, attributes=None)
     with pytest.raises(ValueError, match="attribute head"):
         criterion.layer_losses(headless, [target], ["generic"], matches)
+
+
+def test_kinematics_l1_scores_the_matched_queries_known_values_by_hand():
+    """Two objects matched to queries 2 and 0; the second object's velocity is unknown (NaN). The loss is the mean
+    absolute error over the six known values only; with weight 0 there is no part, and a weight without the head is
+    a clear error."""
+    model_cfg = build_tiny(device="meta").cfg
+    predictor = dataclasses.replace(model_cfg.predictor, kinematics_head=True)
+    criterion = HyperSegLoss(dataclasses.replace(model_cfg.loss, kinematics_weight=3.0), predictor)
+    kinematics = torch.zeros(1, 3, 4)
+    kinematics[0, 2] = torch.tensor([0.5, 0.5, 1.0, 0.0])
+    kinematics[0, 0] = torch.tensor([0.1, 0.9, 7.0, 7.0])  # its velocity is unknown: never scored
+    layer = LayerPrediction(masks=torch.zeros(1, 3, 8, 8), refer=torch.zeros(1, 3, 1), classes=torch.zeros(1, 3, 3),
+                            regions=torch.zeros(1, 3, 3), kinematics=kinematics)
+    nan = float("nan")
+    target = FrameTarget(torch.zeros(2, 32, 32), torch.tensor([0, 1]),
+                         kinematics=torch.tensor([[0.25, 0.5, -1.0, 0.5], [0.1, 0.6, nan, nan]]))
+    matches = [(torch.tensor([2, 0]), torch.tensor([0, 1]))]
+    parts = criterion.layer_losses(layer, [target], ["generic"], matches)
+    by_hand = (0.25 + 0.0 + 2.0 + 0.5 + 0.0 + 0.3) / 6
+    assert math.isclose(float(parts["kinematics"]), 3.0 * by_hand, rel_tol=1e-5)
+    assert "kinematics" not in HyperSegLoss(model_cfg.loss, predictor).layer_losses(layer, [target], ["generic"],
+                                                                                     matches)
+    with pytest.raises(ValueError, match="kinematics head"):
+        criterion.layer_losses(dataclasses.replace(layer, kinematics=None), [target], ["generic"], matches)

@@ -13,7 +13,7 @@ from models.config import VisualPromptConfig
 from models.losses import NOT_REFERRED, REFERRED
 from models.presets import preset_config
 from models.training import OptimConfig, Trainer, WarmupCosine
-from operators.synthetic import make_clip
+from operators.synthetic import WorldConfig, make_clip
 from operators.synthetic.vocab import ATTRIBUTE_VOCABULARIES
 from operators.training_samples import (TEMPORAL_SUBKINDS, SampleConfig, TaskMix, attribute_classes, batch_for_step,
                                        sample_from_prompt)
@@ -113,26 +113,39 @@ def test_command_line_choices_reach_the_run_config():
     assert default.loss.attribute_weight == 0 and default.predictor.attribute_classes == ()
     attribute = run_config(build_parser().parse_args(["--preset", "tiny", "--attribute-weight", "0.5"]))
     assert attribute.loss.attribute_weight == 0.5 and attribute.predictor.attribute_classes == (8, 8, 2, 3)
+    assert default.loss.kinematics_weight == 0 and not default.predictor.kinematics_head
+    kinematics = run_config(build_parser().parse_args(["--preset", "tiny", "--kinematics-weight", "2"]))
+    assert kinematics.loss.kinematics_weight == 2 and kinematics.predictor.kinematics_head
 
 
-def test_targets_carry_each_objects_attributes_and_the_head_learns_them():
-    """Every target row names its object's colour, shape, size and texture; the flag builds a head with one logit
-    per attribute value, and steps on a fixed batch lower the attribute CE."""
+def test_targets_carry_each_objects_attributes_and_kinematics_and_the_heads_learn_them():
+    """Every target row names its object's colour, shape, size and texture, and its centre (fractions of the
+    frame) and velocity (in units of the world's top speed, unknown on the sample's first frame); the flags build the
+    two heads, and steps on a fixed batch lower both auxiliary losses."""
     clip = make_clip(0, "train")
     prompt = next(p for p in clip.prompts if p.kind == "generic")
-    sample = sample_from_prompt(clip, prompt, 0, 2, VisualPromptConfig())
-    for target, ids in zip(sample.targets, sample.object_ids):
-        for row, i in zip(target.attributes.tolist(), ids.tolist()):
+    sample = sample_from_prompt(clip, prompt, 3, 2, VisualPromptConfig())
+    side = clip.frames.shape[1]  # square frames
+    for offset, (target, ids) in enumerate(zip(sample.targets, sample.object_ids)):
+        t = 3 + offset
+        for row, kinematics, i in zip(target.attributes.tolist(), target.kinematics, ids.tolist()):
             assert [values[v] for values, v in zip(ATTRIBUTE_VOCABULARIES.values(), row)] == [
                 clip.objects[i].colour, clip.objects[i].shape, clip.objects[i].size, clip.objects[i].texture]
-    cfg = run_config(build_parser().parse_args(["--preset", "tiny", "--attribute-weight", "1"]))
+            assert torch.allclose(kinematics[:2], torch.from_numpy(clip.centres[t, i] / side))
+            if offset == 0:
+                assert kinematics[2:].isnan().all()
+            else:
+                moved = (clip.centres[t, i] - clip.centres[t - 1, i]) / (side * WorldConfig.max_speed)
+                assert torch.allclose(kinematics[2:], torch.from_numpy(moved))
+    cfg = run_config(build_parser().parse_args(["--preset", "tiny", "--attribute-weight", "1",
+                                                "--kinematics-weight", "1"]))
     torch.manual_seed(0)
     trainer = Trainer(build_hyperseg(cfg), OPTIM)
     batch = _batch_of(SAMPLES, clips=True)
-    first = trainer.train_step(batch).losses["attribute"]
+    first = trainer.train_step(batch).losses
     for _ in range(5):
-        last = trainer.train_step(batch).losses["attribute"]
-    assert last < first
+        last = trainer.train_step(batch).losses
+    assert last["attribute"] < first["attribute"] and last["kinematics"] < first["kinematics"]
     assert trainer.model.predictor.attribute_head.out_features == sum(attribute_classes())
 
 
