@@ -49,10 +49,13 @@ def _match_logits(layer: LayerPrediction, b: int, task: str) -> torch.Tensor:
     return layer.regions[b] if task == "visual" else layer.classes[b]
 
 
-def _matched_rows(predicted: torch.Tensor, wanted: list[torch.Tensor | None], matches: Matching
-                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _matched_rows(predicted: torch.Tensor | None, wanted: list[torch.Tensor | None], matches: Matching,
+                  missing_head: str) -> tuple[torch.Tensor, torch.Tensor] | None:
     """predicted (B, Q, C) per query; wanted[b] (K_b, C') per object or None -> the matched queries' rows beside
-    their objects' rows, over the batch; None when no matched object has a target."""
+    their objects' rows, over the batch; None when no matched object has a target. `missing_head` is the error
+    when the model has no such head (predicted is None)."""
+    if predicted is None:
+        raise ValueError(missing_head)
     device = predicted.device
     mine, theirs = [], []
     for b, (target, (queries, objects)) in enumerate(zip(wanted, matches)):
@@ -129,9 +132,8 @@ class HyperSegLoss(nn.Module):
                         ) -> torch.Tensor | None:
         """CE of each matched query's attribute logits against its object's attributes, mean over attributes and
         over the matched objects of the batch; None when no target carries attributes."""
-        if layer.attributes is None:
-            raise ValueError("attribute_weight > 0 needs the attribute head (PredictorConfig.attribute_classes)")
-        rows = _matched_rows(layer.attributes, [t.attributes for t in targets], matches)
+        rows = _matched_rows(layer.attributes, [t.attributes for t in targets], matches,
+                             "attribute_weight > 0 needs the attribute head (PredictorConfig.attribute_classes)")
         if rows is None:
             return None
         logits, labels = rows
@@ -142,16 +144,12 @@ class HyperSegLoss(nn.Module):
     def _kinematics_loss(layer: LayerPrediction, targets: list[FrameTarget], matches: Matching) -> torch.Tensor | None:
         """L1 between each matched query's kinematics and its object's, mean over the known (non-NaN) values of the
         batch; None when none is known."""
-        if layer.kinematics is None:
-            raise ValueError("kinematics_weight > 0 needs the kinematics head (PredictorConfig.kinematics_head)")
-        rows = _matched_rows(layer.kinematics, [t.kinematics for t in targets], matches)
-        if rows is None:
+        rows = _matched_rows(layer.kinematics, [t.kinematics for t in targets], matches,
+                             "kinematics_weight > 0 needs the kinematics head (PredictorConfig.kinematics_head)")
+        known = rows[1].isfinite() if rows is not None else None
+        if known is None or not known.any():
             return None
-        predicted, wanted = rows
-        known = wanted.isfinite()
-        if not known.any():
-            return None
-        return nn.functional.l1_loss(predicted.float()[known], wanted[known])
+        return nn.functional.l1_loss(rows[0].float()[known], rows[1][known])
 
     def forward(self, output: PredictorOutput, targets: list[FrameTarget],
                 tasks: list[str]) -> tuple[dict[str, torch.Tensor], Matching]:
