@@ -126,6 +126,7 @@ def test_targets_carry_each_objects_attributes_and_kinematics_and_the_heads_lear
     prompt = next(p for p in clip.prompts if p.kind == "generic")
     sample = sample_from_prompt(clip, prompt, 3, 2, VisualPromptConfig())
     side = clip.frames.shape[1]  # square frames
+    assert all(ids.numel() for ids in sample.object_ids)  # the checks below see objects on both frames
     for offset, (target, ids) in enumerate(zip(sample.targets, sample.object_ids)):
         t = 3 + offset
         for row, kinematics, i in zip(target.attributes.tolist(), target.kinematics, ids.tolist()):
