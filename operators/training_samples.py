@@ -14,6 +14,7 @@ import torch
 
 from models.config import VisualPromptConfig
 from models.losses import NOT_REFERRED, REFERRED, FrameTarget
+from models.predictor import KINEMATICS
 from models.prompts import TaskPrompt
 from models.training import TrainingSample
 from operators.frame_codec import decode_jpeg, encode_jpeg
@@ -91,7 +92,7 @@ def object_attributes(clip: Clip, objects: list[int]) -> torch.Tensor:
 
 
 def object_kinematics(clip: Clip, objects: list[int], t: int, seen_before: bool, speed_unit: float) -> torch.Tensor:
-    """(K, 4) each object's amodal centre on frame t as a fraction of the frame's width and height, and its
+    """(K, KINEMATICS) each object's amodal centre on frame t as a fraction of the frame's width and height, and its
     displacement since frame t-1 in units of `speed_unit` (a fraction of the shorter side per frame), so both lie
     near 0..1 and -1..1; the velocity is NaN (unknown to the model) unless `seen_before`, frame t-1 being in the
     sample."""
@@ -100,7 +101,7 @@ def object_kinematics(clip: Clip, objects: list[int], t: int, seen_before: bool,
     velocity = np.full_like(centres, np.nan)
     if seen_before:
         velocity = (clip.centres[t, objects] - clip.centres[t - 1, objects]) / (min(height, width) * speed_unit)
-    return torch.from_numpy(np.concatenate([centres, velocity], axis=-1).astype(np.float32)).view(len(objects), 4)
+    return torch.from_numpy(np.concatenate([centres, velocity], axis=-1).astype(np.float32)).view(len(objects), KINEMATICS)
 
 
 def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int], seen_before: bool,
