@@ -157,6 +157,9 @@ class PredictorConfig:
     # Not in the paper: a head that regresses each query's object centre and velocity in training, so the query
     # states carry where an object is and how it moves, which spatial and motion expressions name.
     kinematics_head: bool = False
+    # Not in the paper: self-attention layers over the queries, each with its mask's geometry, and the prompt before
+    # the refer score (models/relation.py), for expressions that compare objects. 0: the paper's dot product alone.
+    relation_layers: int = 0
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75

@@ -3,7 +3,8 @@
 The query content is E_Q (the LLM outputs at the <seg> positions, projected to the decoder width); the query
 positions are learned. Heads on every decoder layer's queries (deep supervision):
   masks       the decoder's own mask embedding MLP dotted with the pixel decoder's mask features
-  refer       referring score of each query against the referring prompt embedding E_P
+  refer       referring score of each query against the referring prompt embedding E_P (optionally after relation
+              layers over the queries and their mask geometry, models/relation.py)
   classes     scores against each class-name embedding plus a background entry (open vocabulary)
   regions     scores against each visual-prompt region embedding plus a background entry
   instance    instance embeddings for video association
@@ -28,6 +29,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 from models.config import PredictorConfig
 from models.mask2former_init import init_mask2former_parts
 from models.pyramid_encoder import PixelFeatures
+from models.relation import QueryRelations
 
 NUM_LEVELS = 3
 KINEMATICS = 4  # centre x, y and velocity x, y
@@ -99,6 +101,8 @@ class SegmentationPredictor(nn.Module):
         self.query_position = nn.Embedding(cfg.num_queries, cfg.hidden_dim)
         self.decoder = Mask2FormerMaskedAttentionDecoder(m2f)
         init_mask2former_parts(self.decoder, m2f)
+        self.relations = (QueryRelations(cfg.hidden_dim, cfg.num_heads, cfg.dim_feedforward, cfg.relation_layers)
+                          if cfg.relation_layers else None)
         self.refer_head = PromptScoreHead(cfg.hidden_dim, background=False)
         self.class_head = PromptScoreHead(cfg.hidden_dim, background=True)
         self.region_head = PromptScoreHead(cfg.hidden_dim, background=True)
@@ -135,9 +139,10 @@ class SegmentationPredictor(nn.Module):
         layers = []
         for hidden, masks in zip(out.intermediate_hidden_states, out.masks_queries_logits):
             decoded = hidden.transpose(0, 1)
+            related = decoded if self.relations is None else self.relations(decoded, masks, prompts, prompt_valid)
             layers.append(LayerPrediction(
                 masks=masks,
-                refer=self.refer_head(decoded, prompts, prompt_valid),
+                refer=self.refer_head(related, prompts, prompt_valid),
                 classes=self.class_head(decoded, prompts, prompt_valid),
                 regions=self.region_head(decoded, prompts, prompt_valid),
                 attributes=self.attribute_head(decoded) if self.attribute_head is not None else None,

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of an auxiliary L1 that makes each matched query predict its object's centre and "
                              "velocity (adds the kinematics head; default 0: no head); new runs only: --resume keeps "
                              "the run's own config")
+    parser.add_argument("--relation-layers", type=int, default=0,
+                        help="self-attention layers over the queries, each with its mask geometry, and the prompt before "
+                             "the refer score (default 0: the paper's dot product); new runs only: --resume keeps the "
+                             "run's own config")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
@@ -111,6 +115,9 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
     if args.kinematics_weight:
         cfg.loss = replace(cfg.loss, kinematics_weight=args.kinematics_weight)
         cfg.predictor = replace(cfg.predictor, kinematics_head=True)
+    if args.relation_layers < 0:
+        raise ValueError(f"--relation-layers must be 0 or more, got {args.relation_layers}")
+    cfg.predictor = replace(cfg.predictor, relation_layers=args.relation_layers)
     return cfg
 
 

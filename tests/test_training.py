@@ -116,6 +116,11 @@ def test_command_line_choices_reach_the_run_config():
     assert default.loss.kinematics_weight == 0 and not default.predictor.kinematics_head
     kinematics = run_config(build_parser().parse_args(["--preset", "tiny", "--kinematics-weight", "2"]))
     assert kinematics.loss.kinematics_weight == 2 and kinematics.predictor.kinematics_head
+    assert default.predictor.relation_layers == 0
+    relations = run_config(build_parser().parse_args(["--preset", "tiny", "--relation-layers", "2"]))
+    assert relations.predictor.relation_layers == 2
+    with pytest.raises(ValueError, match="--relation-layers"):
+        run_config(build_parser().parse_args(["--preset", "tiny", "--relation-layers", "-1"]))
 
 
 def test_targets_carry_each_objects_attributes_and_kinematics_and_the_heads_learn_them():
