@@ -150,6 +150,11 @@ class PredictorConfig:
     # Visual prompts with several regions: give each region a different query (a joint assignment) instead of each
     # its own best, which lets two objects take the same look-alike. Turn off when regions may mark the same object.
     distinct_visual_queries: bool = True
+    # Visual prompts: an object whose chosen query scores below this (region probability x mask quality x the
+    # continuity factor) is taken as gone on this frame and gets an empty mask; the next frame then picks by appearance
+    # alone. Not part of the paper; 0 = always a mask. With the continuity prior on, a score this low means that no
+    # confident query overlaps the object's previous mask.
+    absence_threshold: float = 0.0
     # Not in the paper: sizes of the attribute vocabularies (e.g. colour, shape, size, texture) an auxiliary head
     # predicts for each query's object in training, so the query states carry what referring expressions name.
     # Empty: no head.

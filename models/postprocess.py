@@ -92,7 +92,8 @@ def visual(pred: LayerPrediction, b: int, num_regions: int, cfg: PredictorConfig
            previous: torch.Tensor | None = None) -> FrameResult:
     """One mask per region: the query that scores highest for it, weighted by `continuity` with the region's
     object on the previous frame when `previous` (R, grid, grid) is given. With `distinct_visual_queries`, several
-    regions get different queries (one object per query, as the objects are distinct)."""
+    regions get different queries (one object per query, as the objects are distinct). A region whose score is below
+    `absence_threshold` gets an empty mask (its object is taken as gone)."""
     logits = pred.masks[b]
     probs = pred.regions[b].softmax(-1)[:, :num_regions] * mask_quality(logits, cfg.mask_threshold)[:, None]
     if previous is not None:
@@ -102,8 +103,10 @@ def visual(pred: LayerPrediction, b: int, num_regions: int, cfg: PredictorConfig
     else:
         best = probs.argmax(dim=0)
     scores = probs[best, torch.arange(num_regions)]
-    return _result("visual", logits, best, scores, [f"region {r}" for r in range(num_regions)], size,
-                   cfg.mask_threshold)
+    result = _result("visual", logits, best, scores, [f"region {r}" for r in range(num_regions)], size,
+                     cfg.mask_threshold)
+    result.masks[scores < cfg.absence_threshold] = False
+    return result
 
 
 def instances(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: PredictorConfig,

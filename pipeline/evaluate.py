@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--continuity-floor", type=float,
                         help="visual prompts: the score factor's floor, (floor + IoU) ** power (default: the "
                              "checkpoint's predictor.continuity_floor)")
+    parser.add_argument("--absence-threshold", type=float,
+                        help="visual prompts: an object whose chosen query scores below this gets an empty mask "
+                             "(default: the checkpoint's predictor.absence_threshold); tune it on --split val")
     parser.add_argument("--shared-visual-queries", action="store_true",
                         help="visual prompts: let several regions take the same query, each its own best (default: "
                              "the checkpoint's predictor.distinct_visual_queries, a joint assignment)")
@@ -70,6 +73,8 @@ def main(argv: list[str]) -> int:
         model.cfg.predictor.continuity_power = args.continuity_power
     if args.continuity_floor is not None:
         model.cfg.predictor.continuity_floor = args.continuity_floor
+    if args.absence_threshold is not None:
+        model.cfg.predictor.absence_threshold = args.absence_threshold
     if args.shared_visual_queries:
         model.cfg.predictor.distinct_visual_queries = False
     predictor = HyperSegVideoPredictor(model)
@@ -81,6 +86,7 @@ def main(argv: list[str]) -> int:
                                  "object_score_threshold": model.cfg.predictor.object_score_threshold,
                                  "continuity_power": model.cfg.predictor.continuity_power,
                                  "distinct_visual_queries": model.cfg.predictor.distinct_visual_queries,
+                                 "absence_threshold": model.cfg.predictor.absence_threshold,
                                  **evaluate(predictor, cfg)}
     if args.ablation:
         report["ablations"] = ablations(predictor, cfg, tuple(args.ablation))

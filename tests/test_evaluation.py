@@ -93,11 +93,15 @@ def test_continuity_ablation_scores_vos_both_ways_and_restores_the_config(predic
         ablations(predictor, EvalConfig(clips=1), ("colour",))
 
 
-def test_shared_visual_queries_flag_turns_the_joint_assignment_off(capsys):
-    argv = ["--json", "--clips", "1", "--frames", "2", "--tasks", "visual", "--threads", "1", "--shared-visual-queries"]
+def test_visual_choice_flags_turn_the_joint_assignment_and_the_absence_threshold_off(capsys):
+    argv = ["--json", "--clips", "1", "--frames", "2", "--tasks", "visual", "--threads", "1"]
     assert evaluate_command(argv) == 0
+    shipped = json.loads(capsys.readouterr().out)
+    assert shipped["distinct_visual_queries"] is True and shipped["absence_threshold"] == 1e-5
+    assert evaluate_command(argv + ["--shared-visual-queries", "--absence-threshold", "0"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["distinct_visual_queries"] is False and report["vos_jf"] is not None
+    assert report["distinct_visual_queries"] is False and report["absence_threshold"] == 0
+    assert report["vos_jf"] is not None
 
 
 def test_bad_eval_config_is_a_clear_error():

@@ -77,3 +77,22 @@ def test_visual_choice_follows_the_previous_mask_over_a_slightly_better_looking_
     assert visual(pred, 0, 1, cfg, (4, 4)).query_indices.tolist() == [1]
     followed = visual(pred, 0, 1, cfg, (4, 4), previous=here.unsqueeze(0))
     assert followed.query_indices.tolist() == [0] and torch.equal(followed.masks[0], here)
+
+
+def test_visual_object_is_taken_as_gone_when_its_best_score_falls_below_the_absence_threshold():
+    """Two regions; region 0's object was where no query is now, so its best score is the continuity floor's
+    (0.05 ** 4 x 0.5 = 3.1e-6); region 1 has no previous mask (score 0.5). Only region 0 is emptied, and only when
+    the threshold is above its score; its chosen query and score are still reported."""
+    here, there, gone = (torch.zeros(4, 4, dtype=torch.bool) for _ in range(3))
+    here[:2, :2], there[2:, 2:], gone[:2, 2:] = True, True, True
+    regions = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]]))  # (1, Q=2, R+1=3)
+    pred = LayerPrediction(masks=_logits(here, there), refer=torch.zeros(1, 2, 1), classes=regions, regions=regions)
+    previous = torch.stack([gone, torch.zeros(4, 4, dtype=torch.bool)])
+    kept = visual(pred, 0, 2, PredictorConfig(continuity_grid=4), (4, 4), previous)
+    assert kept.masks.flatten(1).any(1).tolist() == [True, True]
+    assert torch.allclose(kept.scores, torch.tensor([0.5 * 0.05**4, 0.5]))
+    emptied = visual(pred, 0, 2, PredictorConfig(continuity_grid=4, absence_threshold=1e-5), (4, 4), previous)
+    assert emptied.masks.flatten(1).any(1).tolist() == [False, True]
+    assert torch.equal(emptied.masks[1], there)
+    assert emptied.query_indices.tolist() == kept.query_indices.tolist() == [0, 1]
+    assert torch.equal(emptied.scores, kept.scores)
