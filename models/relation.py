@@ -3,7 +3,7 @@
 Referring and reasoning expressions often name an object by comparison: "the circle left of the square", "the
 largest shape", "the shape with the same colour as the star". The paper's refer score is a dot product of each query
 state with the prompt embedding, so whatever the comparison needs must already sit in each query state alone. Here
-the decoder's query states first get an embedding of their own mask's geometry (area, centre, spread), then pass
+the decoder's query states first get an embedding of their own mask's geometry (size, centre, spread), then pass
 through a few self-attention layers over all queries and the prompt tokens, and the refer head scores the result.
 
 The geometry is read from the mask logits without gradient: the refer loss teaches the score to use the masks, not
