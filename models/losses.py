@@ -146,10 +146,11 @@ class HyperSegLoss(nn.Module):
         batch; None when none is known."""
         rows = _matched_rows(layer.kinematics, [t.kinematics for t in targets], matches,
                              "kinematics_weight > 0 needs the kinematics head (PredictorConfig.kinematics_head)")
-        known = rows[1].isfinite() if rows is not None else None
-        if known is None or not known.any():
+        if rows is None:
             return None
-        return nn.functional.l1_loss(rows[0].float()[known], rows[1][known])
+        predicted, wanted = rows
+        known = wanted.isfinite()
+        return nn.functional.l1_loss(predicted.float()[known], wanted[known]) if known.any() else None
 
     def forward(self, output: PredictorOutput, targets: list[FrameTarget],
                 tasks: list[str]) -> tuple[dict[str, torch.Tensor], Matching]:

@@ -101,7 +101,8 @@ def object_kinematics(clip: Clip, objects: list[int], t: int, seen_before: bool,
     velocity = np.full_like(centres, np.nan)
     if seen_before:
         velocity = (clip.centres[t, objects] - clip.centres[t - 1, objects]) / (min(height, width) * speed_unit)
-    return torch.from_numpy(np.concatenate([centres, velocity], axis=-1).astype(np.float32)).view(len(objects), KINEMATICS)
+    kinematics = np.concatenate([centres, velocity], axis=-1).astype(np.float32)
+    return torch.from_numpy(kinematics).view(len(objects), KINEMATICS)
 
 
 def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int], seen_before: bool,

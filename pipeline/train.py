@@ -91,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "velocity (adds the kinematics head; default 0: no head); new runs only: --resume keeps "
                              "the run's own config")
     parser.add_argument("--relation-layers", type=int, default=0,
-                        help="self-attention layers over the queries, each with its mask geometry, and the prompt before "
-                             "the refer score (default 0: the paper's dot product); new runs only: --resume keeps the "
-                             "run's own config")
+                        help="self-attention layers over the queries, each with its mask geometry, and the prompt "
+                             "before the refer score (default 0: the paper's dot product); new runs only: --resume "
+                             "keeps the run's own config")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
