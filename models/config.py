@@ -155,6 +155,11 @@ class PredictorConfig:
     # alone. Not part of the paper; 0 = always a mask. With the continuity prior on, a score this low means that no
     # confident query overlaps the object's previous mask.
     absence_threshold: float = 0.0
+    # Visual prompts: a query's score for an object is also multiplied by ((1 + cos) / 2) ** power, cos between the
+    # query's instance embedding and the one the object's query had on the stream's first frame (its identity). The
+    # continuity prior alone keeps following a look-alike once it has jumped to one; this pulls the choice back to
+    # the prompted object. Not part of the paper; 0 turns it off.
+    identity_power: float = 0.0
     # Not in the paper: sizes of the attribute vocabularies (e.g. colour, shape, size, texture) an auxiliary head
     # predicts for each query's object in training, so the query states carry what referring expressions name.
     # Empty: no head.

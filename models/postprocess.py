@@ -65,6 +65,25 @@ def continuity(mask_logits: torch.Tensor, previous: torch.Tensor, cfg: Predictor
     return torch.where(before.sum(1) > 0, factor, torch.ones_like(factor))
 
 
+def identity(instance: torch.Tensor, anchors: torch.Tensor, cfg: PredictorConfig) -> torch.Tensor:
+    """(Q, E) instance embeddings and each object's unit embedding on the stream's first frame (R, E) -> (Q, R)
+    score factor ((1 + cos) / 2) ** identity_power: near 1 for the prompted object's query, small for a look-alike
+    that the instance head (trained to tell objects apart across frames) keeps apart from it."""
+    cos = nn.functional.normalize(instance.float(), dim=-1) @ anchors.float().T
+    return ((1 + cos) / 2).clamp(min=0) ** cfg.identity_power
+
+
+@dataclass
+class Followed:
+    """What a visual-prompt stream's choice follows from earlier frames (`video_predictor.followed`)."""
+
+    masks: torch.Tensor | None = None  # (R, grid, grid) bool: each object's previous mask (`continuity`)
+    identity: torch.Tensor | None = None  # (R, E) unit: each object's instance embedding on the first frame
+
+    def to(self, device: torch.device | str) -> "Followed":
+        return Followed(*(None if t is None else t.to(device) for t in (self.masks, self.identity)))
+
+
 def distinct_queries(scores: torch.Tensor) -> torch.Tensor:
     """(Q, R) query-object scores, R <= Q -> (R,) one query per object, no query shared, maximising the product of
     the chosen scores (Hungarian assignment on -log score)."""
@@ -89,15 +108,20 @@ def referring(pred: LayerPrediction, b: int, cfg: PredictorConfig, size: tuple[i
 
 
 def visual(pred: LayerPrediction, b: int, num_regions: int, cfg: PredictorConfig, size: tuple[int, int],
-           previous: torch.Tensor | None = None) -> FrameResult:
+           followed: Followed | None = None, instance: torch.Tensor | None = None) -> FrameResult:
     """One mask per region: the query that scores highest for it, weighted by `continuity` with the region's
-    object on the previous frame when `previous` (R, grid, grid) is given. With `distinct_visual_queries`, several
-    regions get different queries (one object per query, as the objects are distinct). A region whose score is below
+    object on the previous frame and by `identity` with its embedding on the first frame, for what `followed` holds
+    (the latter needs this frame's instance embeddings (Q, E)). With `distinct_visual_queries`, several regions get
+    different queries (one object per query, as the objects are distinct). A region whose score is below
     `absence_threshold` gets an empty mask (its object is taken as gone)."""
     logits = pred.masks[b]
     probs = pred.regions[b].softmax(-1)[:, :num_regions] * mask_quality(logits, cfg.mask_threshold)[:, None]
-    if previous is not None:
-        probs = probs * continuity(logits, previous, cfg)
+    if followed is not None and followed.masks is not None:
+        probs = probs * continuity(logits, followed.masks, cfg)
+    if followed is not None and followed.identity is not None:
+        if instance is None:
+            raise ValueError("following an identity needs the frame's instance embeddings")
+        probs = probs * identity(instance, followed.identity, cfg)
     if cfg.distinct_visual_queries and 1 < num_regions <= probs.shape[0]:
         best = distinct_queries(probs)
     else:
@@ -170,13 +194,14 @@ def semantic(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: Predi
 
 
 def postprocess(pred: LayerPrediction, b: int, prompt: TaskPrompt, cfg: PredictorConfig,
-                size: tuple[int, int], previous: torch.Tensor | None = None) -> FrameResult:
-    """Dispatch on the task (and the generic mode); `previous` is used by visual prompts only."""
+                size: tuple[int, int], followed: Followed | None = None,
+                instance: torch.Tensor | None = None) -> FrameResult:
+    """Dispatch on the task (and the generic mode); `followed` and `instance` are used by visual prompts only."""
     with torch.no_grad():
         if prompt.task in ("referring", "reasoning"):
             return referring(pred, b, cfg, size, prompt.task)
         if prompt.task == "visual":
-            return visual(pred, b, len(prompt.regions), cfg, size, previous)
+            return visual(pred, b, len(prompt.regions), cfg, size, followed, instance)
         if prompt.task == "vis":
             return instances(pred, b, prompt.classes, cfg, size, "vis")
         if prompt.generic_mode == "semantic":

@@ -60,6 +60,7 @@ class StreamState:
     prompts: torch.Tensor | None = None  # (P, D_pred) E_P of the last key frame
     entities: tuple[str, ...] = ()  # entity names recognised on the last key frame (generic tasks)
     previous_masks: torch.Tensor | None = None  # (R, g, g) bool, visual prompts: each object's last mask on a grid
+    identity: torch.Tensor | None = None  # (R, E) unit, visual prompts: each object's query embedding, first frame
     tracker: TrackerState = field(default_factory=TrackerState)
     version: int = STATE_VERSION
 
@@ -89,7 +90,8 @@ class StreamState:
         tensors: dict[str, torch.Tensor] = {}
         meta = {"version": self.version, "prompt_key": self.prompt_key, "frame_index": self.frame_index,
                 "next_id": self.tracker.next_id, "entities": list(self.entities)}
-        for name in ("latents", "prompt_history", "region_features", "queries", "prompts", "previous_masks"):
+        for name in ("latents", "prompt_history", "region_features", "queries", "prompts", "previous_masks",
+                     "identity"):
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = value.detach().cpu().clone().contiguous()

@@ -6,7 +6,7 @@ a time: memory per stream stays constant however long the video.
 
 `step_batch` is three batched stages plus per-stream bookkeeping, and each piece is a method of its own so a serving
 layer can run the stages in separate processes (encode -> `vllm_batch` -> `predict_batch`) while the per-stream
-state transitions (`start_state`, `needs_vllm`, `apply_vllm`, `pool_prompts`, `previous_masks`, `finish_frame`) stay
+state transitions (`start_state`, `needs_vllm`, `apply_vllm`, `pool_prompts`, `followed`, `finish_frame`) stay
 with the stream: the split and the fused paths then compute the same thing by construction.
 """
 
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from models.config import HyperSegConfig
 from models.hyperseg import HyperSeg, VLLMRequest
-from models.postprocess import FrameResult, on_grid, postprocess
+from models.postprocess import Followed, FrameResult, on_grid, postprocess
 from models.prompts import TaskPrompt
 from models.temporal import StreamState
 from models.tracker import associate
@@ -88,23 +89,30 @@ def pool_prompts(state: StreamState, cfg: HyperSegConfig) -> torch.Tensor:
     return state.prompts
 
 
-def previous_masks(state: StreamState, prompt: TaskPrompt, cfg: HyperSegConfig) -> torch.Tensor | None:
-    """What the visual-prompt choice follows (`postprocess.continuity`): each object's mask on the previous frame,
-    or on the prompt frame every grid cell its region touches. None for other tasks or with continuity off."""
-    if prompt.task != "visual" or cfg.predictor.continuity_power == 0:
+def followed(state: StreamState, prompt: TaskPrompt, cfg: HyperSegConfig) -> Followed | None:
+    """What the visual-prompt choice follows (`postprocess.visual`): each object's mask on the previous frame, or
+    on the prompt frame every grid cell its region touches (continuity); each object's instance embedding from the
+    stream's first frame, from the second frame on (identity). None for other tasks or with both off."""
+    p = cfg.predictor
+    if prompt.task != "visual" or (p.continuity_power == 0 and p.identity_power == 0):
         return None
-    if state.previous_masks is None:
-        return on_grid(torch.stack(prompt.regions), cfg.predictor.continuity_grid) > 0
-    return state.previous_masks
+    masks = None
+    if p.continuity_power != 0:
+        masks = (on_grid(torch.stack(prompt.regions), p.continuity_grid) > 0 if state.previous_masks is None
+                 else state.previous_masks)
+    return Followed(masks=masks, identity=state.identity if p.identity_power != 0 else None)
 
 
 def finish_frame(cfg: HyperSegConfig, result: FrameResult, instance: torch.Tensor, prompt: TaskPrompt,
                  state: StreamState) -> None:
     """Per-stream work after the predictor: track ids (VIS) from the chosen queries' instance embeddings
-    `instance` (N, E), the visual-prompt objects' masks for the next frame's choice, entity names, frame count."""
+    `instance` (N, E), what the visual-prompt choice follows on the next frames (each object's mask, and its chosen
+    query's embedding on the first frame), entity names, frame count."""
     result.entities = state.entities
     if prompt.task == "visual" and cfg.predictor.continuity_power != 0:
         state.previous_masks = on_grid(result.masks, cfg.predictor.continuity_grid) > 0.5
+    if prompt.task == "visual" and cfg.predictor.identity_power != 0 and state.identity is None:
+        state.identity = nn.functional.normalize(instance.float(), dim=-1)
     if prompt.task == "vis":
         labels = torch.tensor([prompt.classes.index(name) for name in result.labels], dtype=torch.long)
         ids, state.tracker = associate(cfg.tracker, state.tracker, instance, result.scores, labels)
@@ -136,9 +144,9 @@ class HyperSegVideoPredictor:
 
         pooled = [pool_prompts(s, self.cfg) for s in states]
         sizes = [(int(f.shape[0]), int(f.shape[1])) for f in frames]
-        previous = [previous_masks(s, r.prompt, self.cfg) for r, s in zip(requests, states)]
+        follow = [followed(s, r.prompt, self.cfg) for r, s in zip(requests, states)]
         predictions = self.predict_batch(encoded.pyramid, [s.queries for s in states], pooled,
-                                         [r.prompt for r in requests], sizes, previous)
+                                         [r.prompt for r in requests], sizes, follow)
         outputs = []
         for request, state, (result, instance) in zip(requests, states, predictions):
             finish_frame(self.cfg, result, instance, request.prompt, state)
@@ -168,18 +176,19 @@ class HyperSegVideoPredictor:
     @torch.no_grad()
     def predict_batch(self, pyramid: dict[str, torch.Tensor], queries: list[torch.Tensor], prompts: list[torch.Tensor],
                       task_prompts: list[TaskPrompt], sizes: list[tuple[int, int]],
-                      previous: list[torch.Tensor | None]) -> list[tuple[FrameResult, torch.Tensor]]:
-        """Pixel decoder + masked-attention decoder + postprocess for a batch of streams; `previous` is each
-        stream's `previous_masks`.
+                      follow: list[Followed | None]) -> list[tuple[FrameResult, torch.Tensor]]:
+        """Pixel decoder + masked-attention decoder + postprocess for a batch of streams; `follow` is what each
+        stream's visual-prompt choice follows (`followed`).
 
         Returns each stream's full-resolution result and the instance embeddings (N, E) of its chosen queries."""
         model = self.model
         padded, valid = _pad(prompts)
         prediction = model.predict(model.decode_pixels(pyramid), torch.stack(queries), padded, valid)
         outputs = []
-        for b, (prompt, size, before) in enumerate(zip(task_prompts, sizes, previous)):
-            before = None if before is None else before.to(prediction.final.masks.device)
-            result = postprocess(prediction.final, b, prompt, self.cfg.predictor, size, before)
+        device = prediction.final.masks.device
+        for b, (prompt, size, before) in enumerate(zip(task_prompts, sizes, follow)):
+            before = None if before is None else before.to(device)
+            result = postprocess(prediction.final, b, prompt, self.cfg.predictor, size, before, prediction.instance[b])
             outputs.append((result, prediction.instance[b][result.query_indices]))
         return outputs
 

@@ -232,14 +232,18 @@ def overridden(config: object, **values: object) -> Iterator[None]:
 
 
 ABLATION_METRICS = ("referring_jf", "reasoning_jf", "vos_jf", "video_fps")
-ABLATION_KINDS = ("temporal", "keyframe", "continuity")
+ABLATION_KINDS = ("temporal", "keyframe", "choice")
+# The visual-prompt choice ablation: what it follows besides appearance (continuity prior, first-frame identity).
+CHOICE_VARIANTS: dict[str, tuple[bool, bool]] = {"continuity+identity": (True, True), "continuity": (True, False),
+                                                 "identity": (False, True), "appearance": (False, False)}
 
 
 def ablations(predictor: HyperSegVideoPredictor, cfg: EvalConfig, kinds: tuple[str, ...] = ABLATION_KINDS
               ) -> dict[str, dict[str, object]]:
     """Video metrics of each variant on the same clips: the temporal adapter's parts (with the VLLM on every
     frame), the VLLM key-frame interval (with the full temporal adapter), and the visual-prompt choice with and
-    without following the previous mask (`PredictorConfig.continuity_power`, VOS only)."""
+    without following the previous mask and the first-frame identity (`PredictorConfig.continuity_power`,
+    `identity_power`; VOS only)."""
     unknown = set(kinds) - set(ABLATION_KINDS)
     if unknown:
         raise ValueError(f"unknown ablation kinds {sorted(unknown)}; choose from {ABLATION_KINDS}")
@@ -256,9 +260,10 @@ def ablations(predictor: HyperSegVideoPredictor, cfg: EvalConfig, kinds: tuple[s
             with overridden(temporal, aggregate_prompts=True, inject_latents=True):
                 metrics = evaluate(predictor, replace(video, key_frame_interval=k))
             rows[f"vllm_every={k}"] = {key: metrics[key] for key in ABLATION_METRICS}
-    if "continuity" in kinds:
-        for name, power in (("on", selection.continuity_power), ("off", 0.0)):
-            with overridden(selection, continuity_power=power):
+    if "choice" in kinds:
+        for name, (follow_mask, follow_identity) in CHOICE_VARIANTS.items():
+            with overridden(selection, continuity_power=selection.continuity_power if follow_mask else 0.0,
+                            identity_power=selection.identity_power if follow_identity else 0.0):
                 metrics = evaluate(predictor, replace(video, tasks=("visual",)))
-            rows[f"continuity={name}"] = {key: metrics[key] for key in ABLATION_METRICS}
+            rows[f"choice={name}"] = {key: metrics[key] for key in ABLATION_METRICS}
     return rows

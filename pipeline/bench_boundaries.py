@@ -36,8 +36,8 @@ from models.video_predictor import (
     HyperSegVideoPredictor,
     apply_vllm,
     finish_frame,
+    followed,
     pool_prompts,
-    previous_masks,
     start_state,
     vllm_call,
 )
@@ -127,9 +127,9 @@ def measure_crossings(predictor: HyperSegVideoPredictor, frames: list[np.ndarray
     apply_vllm(state, result)
     pooled = pool_prompts(state, cfg)
     size = frame.shape[:2]
-    followed = previous_masks(state, task_prompt, cfg)
+    follow = followed(state, task_prompt, cfg)
     masks, instance = predictor.predict_batch(batch.pyramid, [state.queries], [pooled], [task_prompt], [size],
-                                              [followed])[0]
+                                              [follow])[0]
     finish_frame(cfg, masks, instance, task_prompt, state)
     record = to_mask_record(_processed(masks, prompt, size))
     fused_in = FrameRequest(None, task_prompt, previous)  # the frame travels Decode -> Fused on its own
@@ -142,7 +142,7 @@ def measure_crossings(predictor: HyperSegVideoPredictor, frames: list[np.ndarray
         ("split", "stream actor -> VLLM (prompt, carried latents)", "key frames", call),
         ("split", "VLLM -> stream actor (E_Q, E_P, next latents)", "key frames", result),
         ("split", "stream actor -> Predictor (E_Q, pooled E_P, previous masks)", "every frame",
-         (state.queries, pooled, task_prompt, size, followed)),
+         (state.queries, pooled, task_prompt, size, follow)),
         ("split", "Predictor -> stream actor (bit-packed masks, instance embeddings)", "every frame",
          (pack_result(masks), instance)),
         ("fused", "Decode -> Fused (object store)", "every frame", frame),
@@ -184,9 +184,9 @@ def measure_latency(stages: LocalStages, frames: list[np.ndarray], jpegs: list[b
         for s, r in zip(run_states, results):
             apply_vllm(s, r)
         pooled = [pool_prompts(s, cfg) for s in run_states]
-        previous = [previous_masks(s, prompt, cfg) for s in run_states]
+        follow = [followed(s, prompt, cfg) for s in run_states]
         outs, t = timed(lambda: predictor.predict_batch(stacked.pyramid, [s.queries for s in run_states], pooled,
-                                                        [prompt] * batch, [frame.shape[:2]] * batch, previous))
+                                                        [prompt] * batch, [frame.shape[:2]] * batch, follow))
         times["predictor"].append(t)
         _, t = timed(lambda: [to_mask_record(_processed(o[0], PROMPTS["referring"], frame.shape[:2]))
                               for o in outs])
@@ -219,7 +219,7 @@ def transport_agreement(predictor: HyperSegVideoPredictor, frames: list[np.ndarr
                 result, instance = predictor.predict_batch(batch.pyramid, [state.queries],
                                                            [pool_prompts(state, cfg)], [prompt],
                                                            [frame.shape[:2]],
-                                                           [previous_masks(state, prompt, cfg)])[0]
+                                                           [followed(state, prompt, cfg)])[0]
                 finish_frame(cfg, result, instance, prompt, state)
                 states[name], outs[name] = state, result
             ref, low = outs["float32"], outs["low"]

@@ -1,8 +1,8 @@
 """`hyperseg-stream eval`: J&F, gIoU/cIoU, PQ and mIoU of a checkpoint on the synthetic world's test split.
 
 By default the shipped model (models/weights/synthetic-tiny) on the first 10 test clips. `--json` prints one JSON
-object; `--ablation temporal keyframe continuity` adds the temporal-adapter, VLLM key-frame and visual-prompt
-continuity tables (same clips, video tasks).
+object; `--ablation temporal keyframe choice` adds the temporal-adapter, VLLM key-frame and visual-prompt choice
+tables (same clips, video tasks).
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from operators.synthetic import WorldConfig
 HEADLINE = ("referring_jf", "reasoning_jf", "vos_jf", "image_giou", "image_ciou", "panoptic_pq", "semantic_miou")
 
 
+# PredictorConfig fields an eval flag of the same name (--object-score-threshold, ...) overrides when given.
+PREDICTOR_OVERRIDES = ("object_score_threshold", "continuity_power", "continuity_floor", "absence_threshold",
+                       "identity_power")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperseg-stream eval", description=__doc__)
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the shipped synthetic-tiny model)")
@@ -33,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-every", type=int, default=1, help="run the VLLM on every k-th frame only")
     parser.add_argument("--ablation", nargs="*", default=[], choices=ABLATION_KINDS,
                         help="also evaluate the temporal-adapter variants, VLLM key-frame intervals and/or the "
-                             "visual-prompt choice with and without continuity")
+                             "visual-prompt choice with and without continuity and identity")
     parser.add_argument("--object-score-threshold", type=float,
                         help="generic tasks: keep queries whose class probability exceeds this (default: the "
                              "checkpoint's predictor.object_score_threshold); tune it on --split val")
@@ -46,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--absence-threshold", type=float,
                         help="visual prompts: an object whose chosen query scores below this gets an empty mask "
                              "(default: the checkpoint's predictor.absence_threshold); tune it on --split val")
+    parser.add_argument("--identity-power", type=float,
+                        help="visual prompts: weight of each object's first-frame instance embedding in the choice, "
+                             "0 = off (default: the checkpoint's predictor.identity_power); tune it on --split val")
     parser.add_argument("--shared-visual-queries", action="store_true",
                         help="visual prompts: let several regions take the same query, each its own best (default: "
                              "the checkpoint's predictor.distinct_visual_queries, a joint assignment)")
@@ -67,14 +75,9 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, model_id = load_default_model(args.checkpoint, device=pick_device(args.device))
-    if args.object_score_threshold is not None:
-        model.cfg.predictor.object_score_threshold = args.object_score_threshold
-    if args.continuity_power is not None:
-        model.cfg.predictor.continuity_power = args.continuity_power
-    if args.continuity_floor is not None:
-        model.cfg.predictor.continuity_floor = args.continuity_floor
-    if args.absence_threshold is not None:
-        model.cfg.predictor.absence_threshold = args.absence_threshold
+    for name in PREDICTOR_OVERRIDES:
+        if getattr(args, name) is not None:
+            setattr(model.cfg.predictor, name, getattr(args, name))
     if args.shared_visual_queries:
         model.cfg.predictor.distinct_visual_queries = False
     predictor = HyperSegVideoPredictor(model)
@@ -87,6 +90,7 @@ def main(argv: list[str]) -> int:
                                  "continuity_power": model.cfg.predictor.continuity_power,
                                  "distinct_visual_queries": model.cfg.predictor.distinct_visual_queries,
                                  "absence_threshold": model.cfg.predictor.absence_threshold,
+                                 "identity_power": model.cfg.predictor.identity_power,
                                  **evaluate(predictor, cfg)}
     if args.ablation:
         report["ablations"] = ablations(predictor, cfg, tuple(args.ablation))

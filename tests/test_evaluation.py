@@ -83,24 +83,28 @@ def test_overridden_switches_and_restores_even_on_error(predictor):
     assert (temporal.aggregate_prompts, temporal.inject_latents) == before
 
 
-def test_continuity_ablation_scores_vos_both_ways_and_restores_the_config(predictor):
-    power = predictor.cfg.predictor.continuity_power
-    rows = ablations(predictor, EvalConfig(clips=1, world=WorldConfig(num_frames=3)), ("continuity",))
-    assert set(rows) == {"continuity=on", "continuity=off"}
+def test_choice_ablation_scores_vos_four_ways_and_restores_the_config(predictor):
+    selection = predictor.cfg.predictor
+    before = (selection.continuity_power, selection.identity_power)
+    rows = ablations(predictor, EvalConfig(clips=1, world=WorldConfig(num_frames=3)), ("choice",))
+    assert set(rows) == {"choice=continuity+identity", "choice=continuity", "choice=identity", "choice=appearance"}
     assert all(row["vos_jf"] is not None and row["referring_jf"] is None for row in rows.values())
-    assert predictor.cfg.predictor.continuity_power == power
+    assert (selection.continuity_power, selection.identity_power) == before
     with pytest.raises(ValueError, match="unknown ablation kinds"):
         ablations(predictor, EvalConfig(clips=1), ("colour",))
 
 
-def test_visual_choice_flags_turn_the_joint_assignment_and_the_absence_threshold_off(capsys):
+def test_visual_choice_flags_turn_the_joint_assignment_the_absence_threshold_and_identity_off(capsys):
     argv = ["--json", "--clips", "1", "--frames", "2", "--tasks", "visual", "--threads", "1"]
     assert evaluate_command(argv) == 0
     shipped = json.loads(capsys.readouterr().out)
-    assert shipped["distinct_visual_queries"] is True and shipped["absence_threshold"] == 1e-5
-    assert evaluate_command(argv + ["--shared-visual-queries", "--absence-threshold", "0"]) == 0
+    assert shipped["distinct_visual_queries"] is True and shipped["absence_threshold"] == 1e-6
+    assert shipped["identity_power"] == 12.0
+    off = ["--shared-visual-queries", "--absence-threshold", "0", "--identity-power", "0"]
+    assert evaluate_command(argv + off) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["distinct_visual_queries"] is False and report["absence_threshold"] == 0
+    assert report["identity_power"] == 0
     assert report["vos_jf"] is not None
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.config import PredictorConfig
-from models.postprocess import continuity, distinct_queries, semantic, visual
+from models.postprocess import Followed, continuity, distinct_queries, identity, semantic, visual
 from models.predictor import LayerPrediction
 
 BIG = 20.0  # a logit whose sigmoid / softmax is 1 to float precision
@@ -75,8 +76,8 @@ def test_visual_choice_follows_the_previous_mask_over_a_slightly_better_looking_
     regions = torch.log(torch.tensor([[[0.4, 0.6], [0.6, 0.4]]])).transpose(1, 2)  # (1, Q=2, R+1=2)
     pred = LayerPrediction(masks=_logits(here, there), refer=torch.zeros(1, 2, 1), classes=regions, regions=regions)
     assert visual(pred, 0, 1, cfg, (4, 4)).query_indices.tolist() == [1]
-    followed = visual(pred, 0, 1, cfg, (4, 4), previous=here.unsqueeze(0))
-    assert followed.query_indices.tolist() == [0] and torch.equal(followed.masks[0], here)
+    following = visual(pred, 0, 1, cfg, (4, 4), Followed(masks=here.unsqueeze(0)))
+    assert following.query_indices.tolist() == [0] and torch.equal(following.masks[0], here)
 
 
 def test_visual_object_is_taken_as_gone_when_its_best_score_falls_below_the_absence_threshold():
@@ -87,7 +88,7 @@ def test_visual_object_is_taken_as_gone_when_its_best_score_falls_below_the_abse
     here[:2, :2], there[2:, 2:], gone[:2, 2:] = True, True, True
     regions = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]]))  # (1, Q=2, R+1=3)
     pred = LayerPrediction(masks=_logits(here, there), refer=torch.zeros(1, 2, 1), classes=regions, regions=regions)
-    previous = torch.stack([gone, torch.zeros(4, 4, dtype=torch.bool)])
+    previous = Followed(masks=torch.stack([gone, torch.zeros(4, 4, dtype=torch.bool)]))
     kept = visual(pred, 0, 2, PredictorConfig(continuity_grid=4), (4, 4), previous)
     assert kept.masks.flatten(1).any(1).tolist() == [True, True]
     assert torch.allclose(kept.scores, torch.tensor([0.5 * 0.05**4, 0.5]))
@@ -96,3 +97,31 @@ def test_visual_object_is_taken_as_gone_when_its_best_score_falls_below_the_abse
     assert torch.equal(emptied.masks[1], there)
     assert emptied.query_indices.tolist() == kept.query_indices.tolist() == [0, 1]
     assert torch.equal(emptied.scores, kept.scores)
+
+
+def test_identity_is_half_one_plus_cosine_to_the_power():
+    """Query 0 points like the anchor (cos 1), query 1 at right angles (cos 0), query 2 opposite (cos -1); lengths
+    do not matter."""
+    instance = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    factor = identity(instance, torch.tensor([[1.0, 0.0]]), PredictorConfig(identity_power=3.0))
+    assert torch.allclose(factor, torch.tensor([[1.0], [0.125], [0.0]]))
+
+
+def test_visual_choice_goes_back_to_the_prompted_object_by_its_identity():
+    """The continuity prior followed a look-alike (query 1, where the mask was last frame); query 0 overlaps nothing
+    followed but has the first frame's embedding. Continuity alone keeps the look-alike (0.5 x 1.05 ** 4 = 0.61
+    against 0.5 x 0.05 ** 4 = 3.1e-6); identity power 12 multiplies the look-alike (cos -0.5) by 0.25 ** 12 = 6e-8,
+    which tips it."""
+    here, there = torch.zeros(4, 4, dtype=torch.bool), torch.zeros(4, 4, dtype=torch.bool)
+    here[:2, :2], there[2:, 2:] = True, True
+    regions = torch.log(torch.tensor([[[0.5, 0.5], [0.5, 0.5]]]))  # (1, Q=2, R+1=2): both look alike
+    pred = LayerPrediction(masks=_logits(here, there), refer=torch.zeros(1, 2, 1), classes=regions, regions=regions)
+    instance = torch.tensor([[1.0, 0.0], [-0.5, 0.75 ** 0.5]])
+    follow = Followed(masks=there.unsqueeze(0), identity=torch.tensor([[1.0, 0.0]]))
+    cfg = PredictorConfig(continuity_grid=4)
+    assert visual(pred, 0, 1, cfg, (4, 4), follow, instance).query_indices.tolist() == [1]  # identity_power 0
+    with_identity = PredictorConfig(continuity_grid=4, identity_power=12.0)
+    chosen = visual(pred, 0, 1, with_identity, (4, 4), follow, instance)
+    assert chosen.query_indices.tolist() == [0] and torch.equal(chosen.masks[0], here)
+    with pytest.raises(ValueError, match="instance embeddings"):
+        visual(pred, 0, 1, with_identity, (4, 4), follow)

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPTS = {
     "cam-a": PromptSpec(task="referring", text="the small green triangle"),
     "cam-b": PromptSpec(task="generic", classes=("circle", "square", "triangle"), generic_mode="instance"),
-    # A visual prompt carries each object's previous mask from frame to frame (continuity) through the Predictor.
+    # A visual prompt carries each object's previous mask (continuity) and first-frame identity through the Predictor.
     "cam-c": PromptSpec(task="visual", regions=(Region(box=(60, 60, 140, 140)),), frame_seq=0),
 }
 FRAMES = 3

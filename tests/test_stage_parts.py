@@ -13,8 +13,8 @@ from models.video_predictor import (
     FrameRequest,
     HyperSegVideoPredictor,
     apply_vllm,
+    followed,
     pool_prompts,
-    previous_masks,
     start_state,
     vllm_call,
 )
@@ -35,7 +35,7 @@ def test_stripped_stages_give_the_full_models_masks():
     state = start_state(FrameRequest(frame, prompt), "cpu")
     apply_vllm(state, vllm.vllm_batch(encoded.image_tokens, encoded.pyramid, [vllm_call(prompt, state, vllm.cfg)])[0])
     result, _ = predict.predict_batch(encoded.pyramid, [state.queries], [pool_prompts(state, predict.cfg)], [prompt],
-                                      [tuple(frame.shape[:2])], [previous_masks(state, prompt, predict.cfg)])[0]
+                                      [tuple(frame.shape[:2])], [followed(state, prompt, predict.cfg)])[0]
     assert torch.equal(result.masks, expected.masks) and torch.allclose(result.scores, expected.scores)
 
 

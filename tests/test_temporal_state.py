@@ -9,7 +9,7 @@ from models.build import build_tiny
 from models.prompts import TaskPrompt
 from models.temporal import StreamState, TemporalAdapter, TrackerState
 from models.postprocess import on_grid
-from models.video_predictor import HyperSegVideoPredictor, previous_masks
+from models.video_predictor import HyperSegVideoPredictor, followed
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +82,32 @@ def test_window_history_grows_until_full():
 
 
 def test_visual_prompt_state_follows_each_object_and_round_trips(predictor):
-    """The first frame follows the prompt region (every grid cell it touches); later frames follow the last mask."""
+    """The first frame follows the prompt region (every grid cell it touches); later frames follow the last mask and,
+    with identity_power set, the chosen query's instance embedding from the first frame, which stays fixed."""
     region = torch.zeros(96, 128, dtype=torch.bool)
     region[10:20, 30:40] = True
     prompt = TaskPrompt("visual", regions=(region,))
-    grid = predictor.cfg.predictor.continuity_grid
-    first = previous_masks(StreamState(prompt_key=prompt.key()), prompt, predictor.cfg)
-    assert first.shape == (1, grid, grid) and first.any() and not first.all()
-    result, state = predictor.step(_frame(1), prompt)
-    assert torch.equal(state.previous_masks, on_grid(result.masks, grid) > 0.5)
-    assert torch.equal(previous_masks(state, prompt, predictor.cfg), state.previous_masks)
+    cfg = predictor.cfg.predictor
+    grid = cfg.continuity_grid
+    first = followed(StreamState(prompt_key=prompt.key()), prompt, predictor.cfg)
+    assert first.masks.shape == (1, grid, grid) and first.masks.any() and not first.masks.all()
+    assert first.identity is None
+    saved = cfg.identity_power
+    cfg.identity_power = 2.0
+    try:
+        result, state = predictor.step(_frame(1), prompt)
+        assert torch.equal(state.previous_masks, on_grid(result.masks, grid) > 0.5)
+        identity = state.identity.clone()
+        _, state = predictor.step(_frame(2), prompt, state)
+        follow = followed(state, prompt, predictor.cfg)
+    finally:
+        cfg.identity_power = saved
+    assert identity.shape == (1, cfg.instance_embed_dim)
+    assert torch.allclose(identity.norm(dim=-1), torch.ones(1))
+    assert torch.equal(state.identity, identity) and torch.equal(follow.identity, identity)
+    assert torch.equal(follow.masks, state.previous_masks)
     restored = StreamState.from_bytes(state.to_bytes())
     assert restored.previous_masks.dtype == torch.bool and torch.equal(restored.previous_masks, state.previous_masks)
-    assert previous_masks(state, TaskPrompt("referring", text="the red circle"), predictor.cfg) is None
+    assert torch.equal(restored.identity, state.identity)
+    assert followed(state, prompt, predictor.cfg).identity is None  # identity_power 0: not followed
+    assert followed(state, TaskPrompt("referring", text="the red circle"), predictor.cfg) is None

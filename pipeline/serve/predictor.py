@@ -10,6 +10,7 @@ import torch
 from ray import serve
 
 from models.hyperseg import EncodedFrame
+from models.postprocess import Followed
 from models.prompts import TaskPrompt
 from pipeline.serve.encode import stack_encoded
 from pipeline.serve.replica import ModelReplica, PackedResult, load_predictor, pack_result, size_batches, timed
@@ -24,17 +25,17 @@ class Predictor(ModelReplica):
 
     async def __call__(self, encoded: EncodedFrame, queries: torch.Tensor, prompts: torch.Tensor,
                        prompt: TaskPrompt, size: tuple[int, int],
-                       previous: torch.Tensor | None) -> tuple[PackedResult, torch.Tensor]:
-        return await self.predict_batch(encoded, queries, prompts, prompt, size, previous)
+                       follow: Followed | None) -> tuple[PackedResult, torch.Tensor]:
+        return await self.predict_batch(encoded, queries, prompts, prompt, size, follow)
 
     @serve.batch
     async def predict_batch(self, encoded: list[EncodedFrame], queries: list[torch.Tensor],
                             prompts: list[torch.Tensor], task_prompts: list[TaskPrompt],
                             sizes: list[tuple[int, int]],
-                            previous: list[torch.Tensor | None]) -> list[tuple[PackedResult, torch.Tensor]]:
+                            follow: list[Followed | None]) -> list[tuple[PackedResult, torch.Tensor]]:
         with timed("predictor", len(sizes)):
             device = self.predictor.model.device
             batch = stack_encoded(encoded, device)
             outputs = self.predictor.predict_batch(batch.pyramid, [q.to(device) for q in queries],
-                                                   [p.to(device) for p in prompts], task_prompts, sizes, previous)
+                                                   [p.to(device) for p in prompts], task_prompts, sizes, follow)
             return [(pack_result(result), instance.cpu()) for result, instance in outputs]

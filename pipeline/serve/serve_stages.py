@@ -24,9 +24,9 @@ from models.video_predictor import (
     FrameRequest,
     apply_vllm,
     finish_frame,
+    followed,
     needs_vllm,
     pool_prompts,
-    previous_masks,
     start_state,
     vllm_call,
 )
@@ -78,7 +78,7 @@ class SplitServeStages(_ServeStagesBase):
         size = (int(request.frame.shape[0]), int(request.frame.shape[1]))
         packed, instance = self.predictor.remote(encoded, state.queries, pool_prompts(state, self.config),
                                                  request.prompt, size,
-                                                 previous_masks(state, request.prompt, self.config)).result()
+                                                 followed(state, request.prompt, self.config)).result()
         result = packed.unpack()
         finish_frame(self.config, result, instance, request.prompt, state)
         return result, state
