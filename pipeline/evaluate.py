@@ -23,8 +23,8 @@ HEADLINE = ("referring_jf", "reasoning_jf", "vos_jf", "image_giou", "image_ciou"
 
 
 # PredictorConfig fields an eval flag of the same name (--object-score-threshold, ...) overrides when given.
-PREDICTOR_OVERRIDES = ("object_score_threshold", "continuity_power", "continuity_floor", "absence_threshold",
-                       "identity_power")
+PREDICTOR_OVERRIDES = ("object_score_threshold", "overlap_threshold", "continuity_power", "continuity_floor",
+                       "absence_threshold", "identity_power")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--object-score-threshold", type=float,
                         help="generic tasks: keep queries whose class probability exceeds this (default: the "
                              "checkpoint's predictor.object_score_threshold); tune it on --split val")
+    parser.add_argument("--overlap-threshold", type=float,
+                        help="panoptic: a query keeps its segment only if this share of its mask survives the "
+                             "per-pixel competition (default: the checkpoint's predictor.overlap_threshold); tune it "
+                             "on --split val")
     parser.add_argument("--continuity-power", type=float,
                         help="visual prompts: weight of the previous mask in the choice, 0 = off (default: the "
                              "checkpoint's predictor.continuity_power); tune it on --split val")
@@ -87,6 +91,7 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     report: dict[str, object] = {"model": model_id,
                                  "object_score_threshold": model.cfg.predictor.object_score_threshold,
+                                 "overlap_threshold": model.cfg.predictor.overlap_threshold,
                                  "continuity_power": model.cfg.predictor.continuity_power,
                                  "distinct_visual_queries": model.cfg.predictor.distinct_visual_queries,
                                  "absence_threshold": model.cfg.predictor.absence_threshold,

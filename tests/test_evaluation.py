@@ -129,3 +129,12 @@ def test_jpeg_quality_feeds_the_model_coded_frames(predictor, monkeypatch):
         assert np.array_equal(frame, decode_jpeg(encode_jpeg(rendered, 30)))
         error = np.abs(frame.astype(int) - rendered).mean()
         assert 0 < error < 10  # coded: not the rendered pixels, but close to them
+
+
+def test_overlap_threshold_flag_overrides_the_shipped_value(capsys):
+    argv = ["--json", "--clips", "1", "--frames", "2", "--tasks", "generic", "--threads", "1"]
+    assert evaluate_command(argv) == 0
+    assert json.loads(capsys.readouterr().out)["overlap_threshold"] == 0.5
+    assert evaluate_command(argv + ["--overlap-threshold", "0.8"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["overlap_threshold"] == 0.8 and report["panoptic_pq"] is not None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.config import PredictorConfig
-from models.postprocess import Followed, continuity, distinct_queries, identity, semantic, visual
+from models.postprocess import Followed, continuity, distinct_queries, identity, panoptic, semantic, visual
 from models.predictor import LayerPrediction
 
 BIG = 20.0  # a logit whose sigmoid / softmax is 1 to float precision
@@ -125,3 +125,17 @@ def test_visual_choice_goes_back_to_the_prompted_object_by_its_identity():
     assert chosen.query_indices.tolist() == [0] and torch.equal(chosen.masks[0], here)
     with pytest.raises(ValueError, match="instance embeddings"):
         visual(pred, 0, 1, with_identity, (4, 4), follow)
+
+
+def test_panoptic_keeps_a_segment_only_if_the_overlap_threshold_share_of_its_mask_survives():
+    """Query 0 (circle, 0.9) owns the left half; query 1 (square, 0.6) covers everything, so only its right half,
+    0.5 of its mask, survives: dropped at overlap threshold 0.8, kept at 0.5."""
+    left, everything = torch.zeros(4, 4, dtype=torch.bool), torch.ones(4, 4, dtype=torch.bool)
+    left[:, :2] = True
+    classes = torch.log(torch.tensor([[[0.9, 0.05, 0.05], [0.05, 0.6, 0.35]]]))  # (1, Q=2, 2 classes + background)
+    pred = LayerPrediction(masks=_logits(left, everything), refer=torch.zeros(1, 2, 1), classes=classes,
+                           regions=classes)
+    strict = panoptic(pred, 0, ("circle", "square"), PredictorConfig(overlap_threshold=0.8), (4, 4))
+    assert strict.labels == ["circle"] and torch.equal(strict.masks[0], left)
+    loose = panoptic(pred, 0, ("circle", "square"), PredictorConfig(overlap_threshold=0.5), (4, 4))
+    assert loose.labels == ["circle", "square"] and torch.equal(loose.masks[1], ~left)
