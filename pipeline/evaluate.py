@@ -22,9 +22,17 @@ from operators.synthetic import WorldConfig
 HEADLINE = ("referring_jf", "reasoning_jf", "vos_jf", "image_giou", "image_ciou", "panoptic_pq", "semantic_miou")
 
 
-# PredictorConfig fields an eval flag of the same name (--object-score-threshold, ...) overrides when given.
-PREDICTOR_OVERRIDES = ("object_score_threshold", "overlap_threshold", "continuity_power", "continuity_floor",
-                       "absence_threshold", "identity_power")
+# PredictorConfig fields that an eval flag of the same name (--object-score-threshold, ...) overrides when given,
+# with what each does; every default is the checkpoint's value, and each is tuned on --split val.
+PREDICTOR_OVERRIDES = {
+    "object_score_threshold": "generic tasks: keep queries whose class probability exceeds this",
+    "overlap_threshold": "panoptic: a query keeps its segment only if this share of its mask survives the per-pixel "
+                         "competition",
+    "continuity_power": "visual prompts: weight of the previous mask in the choice, 0 = off",
+    "continuity_floor": "visual prompts: the continuity factor's floor, (floor + IoU) ** power",
+    "absence_threshold": "visual prompts: an object whose chosen query scores below this gets an empty mask",
+    "identity_power": "visual prompts: weight of each object's first-frame instance embedding in the choice, 0 = off",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,25 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ablation", nargs="*", default=[], choices=ABLATION_KINDS,
                         help="also evaluate the temporal-adapter variants, VLLM key-frame intervals and/or the "
                              "visual-prompt choice with and without continuity and identity")
-    parser.add_argument("--object-score-threshold", type=float,
-                        help="generic tasks: keep queries whose class probability exceeds this (default: the "
-                             "checkpoint's predictor.object_score_threshold); tune it on --split val")
-    parser.add_argument("--overlap-threshold", type=float,
-                        help="panoptic: a query keeps its segment only if this share of its mask survives the "
-                             "per-pixel competition (default: the checkpoint's predictor.overlap_threshold); tune it "
-                             "on --split val")
-    parser.add_argument("--continuity-power", type=float,
-                        help="visual prompts: weight of the previous mask in the choice, 0 = off (default: the "
-                             "checkpoint's predictor.continuity_power); tune it on --split val")
-    parser.add_argument("--continuity-floor", type=float,
-                        help="visual prompts: the score factor's floor, (floor + IoU) ** power (default: the "
-                             "checkpoint's predictor.continuity_floor)")
-    parser.add_argument("--absence-threshold", type=float,
-                        help="visual prompts: an object whose chosen query scores below this gets an empty mask "
-                             "(default: the checkpoint's predictor.absence_threshold); tune it on --split val")
-    parser.add_argument("--identity-power", type=float,
-                        help="visual prompts: weight of each object's first-frame instance embedding in the choice, "
-                             "0 = off (default: the checkpoint's predictor.identity_power); tune it on --split val")
+    for name, effect in PREDICTOR_OVERRIDES.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float,
+                            help=f"{effect} (default: the checkpoint's predictor.{name}); tune it on --split val")
     parser.add_argument("--shared-visual-queries", action="store_true",
                         help="visual prompts: let several regions take the same query, each its own best (default: "
                              "the checkpoint's predictor.distinct_visual_queries, a joint assignment)")
