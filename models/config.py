@@ -141,6 +141,10 @@ class PredictorConfig:
     object_score_threshold: float = 0.5  # generic/VIS: queries below this are dropped
     overlap_threshold: float = 0.8  # panoptic: a query keeps a segment only if this much of its mask survives
     max_instances: int = 20  # instance / VIS: top-k kept per frame
+    # Referring / reasoning: how many candidate masks to return, best first (as SAM's multimask output does for an
+    # ambiguous prompt). 1: the top pick only. More lets a consumer look past a wrong top pick, and `eval` measures
+    # how often the right mask is among them.
+    referring_candidates: int = 1
     # Visual prompts (VOS): a query's score for an object is multiplied by (floor + IoU with the object's mask on
     # the previous frame) ** power, so the choice follows the object instead of jumping to a look-alike. Not part of
     # the paper; power 0 turns it off. Masks are compared on a continuity_grid x continuity_grid grid.

@@ -7,6 +7,9 @@ separate streams (each with its own temporal state), exactly as the pipeline run
   generic                panoptic PQ and semantic mIoU (background as a class) over every frame
   image                  gIoU / cIoU of the expressions one frame can answer, each on the frame that shows its target
                          best, from a fresh state (no temporal context)
+When the predictor returns several referring candidates (`PredictorConfig.referring_candidates` > 1), the headline
+scores the first, and the oracle scores (as SAM's paper reports for its multimask output) the candidate with the
+highest IoU against the ground truth on each frame: how good the choice could be among the masks the model makes.
 Ablations switch the temporal adapter's parts and the VLLM key-frame interval on the same weights.
 """
 
@@ -23,7 +26,8 @@ import numpy as np
 from models.config import VisualPromptConfig
 from models.postprocess import FrameResult
 from models.video_predictor import FrameRequest, HyperSegVideoPredictor
-from operators.metrics import ALL_KINDS, IoUAccumulator, JFAccumulator, PanopticAccumulator, SemanticAccumulator
+from operators.metrics import (ALL_KINDS, IoUAccumulator, JFAccumulator, PanopticAccumulator, SemanticAccumulator,
+                               iou)
 from operators.synthetic import Clip, Prompt, WorldConfig, make_clip, novelty
 from operators.training_samples import TEMPORAL_SUBKINDS, jpeg_coded, task_prompt
 
@@ -66,8 +70,10 @@ class _Tallies:
 
     language: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "referring/<subkind>", ...
     language_novelty: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "seen" / "novel"
+    language_oracle: JFAccumulator = field(default_factory=JFAccumulator)  # best candidate per frame (see module doc)
     visual: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "visual/<mode>"
     image: dict[str, IoUAccumulator] = field(default_factory=dict)  # "all" and per kind
+    image_oracle: IoUAccumulator = field(default_factory=IoUAccumulator)
     panoptic: PanopticAccumulator = field(default_factory=PanopticAccumulator)
     semantic: SemanticAccumulator | None = None
     frames: int = 0
@@ -94,6 +100,11 @@ def _target_mask(clip: Clip, t: int, prompt: Prompt) -> np.ndarray:
     return clip.masks[t, list(prompt.targets)].any(axis=0)
 
 
+def _oracle(masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """The candidate mask (of N, H, W) with the highest IoU against `gt` (the first on ties)."""
+    return masks[int(np.argmax([iou(mask, gt) for mask in masks]))]
+
+
 def _score_frame(tallies: _Tallies, clip: Clip, t: int, stream: _Stream, result: FrameResult) -> None:
     prompt, masks = stream.prompt, result.masks.cpu().numpy()
     kind = f"{prompt.kind}/{prompt.subkind}"
@@ -101,6 +112,8 @@ def _score_frame(tallies: _Tallies, clip: Clip, t: int, stream: _Stream, result:
         gt = _target_mask(clip, t, prompt)
         tallies.language.add_frame(stream.name, kind, masks[0], gt)
         tallies.language_novelty.add_frame(stream.name, "novel" if novelty(prompt, clip) else "seen", masks[0], gt)
+        if len(masks) > 1:
+            tallies.language_oracle.add_frame(stream.name, kind, _oracle(masks, gt), gt)
     elif prompt.kind == "visual":
         if t == prompt.visual[0].frame:
             return  # the prompt frame itself is given, as in DAVIS semi-supervised evaluation
@@ -151,9 +164,11 @@ def _run_images(predictor: HyperSegVideoPredictor, clip: Clip, cfg: EvalConfig, 
     requests = [FrameRequest(clip.frames[t], task_prompt(p, clip, cfg.visual)) for p, t in zip(chosen, frames)]
     outputs = predictor.step_batch(requests)
     for prompt, t, (result, _) in zip(chosen, frames, outputs):
-        pred, gt = result.masks[0].cpu().numpy(), _target_mask(clip, t, prompt)
+        masks, gt = result.masks.cpu().numpy(), _target_mask(clip, t, prompt)
         for key in (ALL_KINDS, f"{prompt.kind}/{prompt.subkind}"):
-            tallies.image.setdefault(key, IoUAccumulator()).add(pred, gt)
+            tallies.image.setdefault(key, IoUAccumulator()).add(masks[0], gt)
+        if len(masks) > 1:
+            tallies.image_oracle.add(_oracle(masks, gt), gt)
 
 
 def _finite(value: float) -> float | None:
@@ -190,6 +205,12 @@ def _summary(tallies: _Tallies, cfg: EvalConfig) -> dict[str, object]:
     result["image_giou"] = _finite(image.giou) if image else None
     result["image_ciou"] = _finite(image.ciou) if image else None
     result["image_count"] = image.count if image else 0
+    if tallies.language_oracle.sequences or tallies.image_oracle.count:
+        oracle = _jf_summary(tallies.language_oracle)
+        for name in ("referring", "reasoning"):
+            head = _headline(oracle, name)
+            result[f"{name}_oracle_jf"] = head["jf"] if head else None
+        result["image_oracle_giou"] = _finite(tallies.image_oracle.giou) if tallies.image_oracle.count else None
     result["panoptic_pq"] = _finite(tallies.panoptic.pq) if tallies.panoptic.tallies else None
     result["semantic_miou"] = _finite(tallies.semantic.miou) if tallies.semantic else None
     result["per_kind"] = {**{k: v for k, v in language.items() if k != ALL_KINDS},

@@ -20,6 +20,7 @@ from operators.evaluation import ABLATION_KINDS, TASKS, EvalConfig, ablations, e
 from operators.synthetic import WorldConfig
 
 HEADLINE = ("referring_jf", "reasoning_jf", "vos_jf", "image_giou", "image_ciou", "panoptic_pq", "semantic_miou")
+ORACLE = ("referring_oracle_jf", "reasoning_oracle_jf", "image_oracle_giou")  # with --referring-candidates > 1
 
 
 # PredictorConfig fields that an eval flag of the same name (--object-score-threshold, ...) overrides when given,
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, effect in PREDICTOR_OVERRIDES.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float,
                             help=f"{effect} (default: the checkpoint's predictor.{name}); tune it on --split val")
+    parser.add_argument("--referring-candidates", type=int,
+                        help="referring / reasoning: return this many candidate masks, best first, and report the "
+                             "oracle scores (the best candidate on each frame) beside the headline (the first); "
+                             "default: the checkpoint's predictor.referring_candidates")
     parser.add_argument("--shared-visual-queries", action="store_true",
                         help="visual prompts: let several regions take the same query, each its own best (default: "
                              "the checkpoint's predictor.distinct_visual_queries, a joint assignment)")
@@ -74,6 +79,8 @@ def main(argv: list[str]) -> int:
     for name in PREDICTOR_OVERRIDES:
         if getattr(args, name) is not None:
             setattr(model.cfg.predictor, name, getattr(args, name))
+    if args.referring_candidates is not None:
+        model.cfg.predictor.referring_candidates = args.referring_candidates
     if args.shared_visual_queries:
         model.cfg.predictor.distinct_visual_queries = False
     predictor = HyperSegVideoPredictor(model)
@@ -88,6 +95,7 @@ def main(argv: list[str]) -> int:
                                  "distinct_visual_queries": model.cfg.predictor.distinct_visual_queries,
                                  "absence_threshold": model.cfg.predictor.absence_threshold,
                                  "identity_power": model.cfg.predictor.identity_power,
+                                 "referring_candidates": model.cfg.predictor.referring_candidates,
                                  **evaluate(predictor, cfg)}
     if args.ablation:
         report["ablations"] = ablations(predictor, cfg, tuple(args.ablation))
@@ -96,8 +104,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(report))
         return 0
     print(f"{model_id} on {cfg.clips} {cfg.split} clips ({report['frames']} frames, {report['eval_seconds']} s):")
-    for key in HEADLINE:
-        print(f"  {key:16s} {_fmt(report[key])}")
+    for key in HEADLINE + tuple(k for k in ORACLE if k in report):
+        print(f"  {key:20s} {_fmt(report[key])}")
     for kind, row in report["per_kind"].items():  # type: ignore[union-attr]
         score = row.get("jf", row.get("giou"))
         print(f"  {kind:28s} {_fmt(score)}  (n={row['count']})")

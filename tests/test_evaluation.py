@@ -15,7 +15,7 @@ import torch
 
 from models.checkpoint import load_default_model
 from models.video_predictor import HyperSegVideoPredictor
-from operators.evaluation import EvalConfig, ablations, evaluate, overridden
+from operators.evaluation import EvalConfig, _oracle, ablations, evaluate, overridden
 from operators.frame_codec import decode_jpeg, encode_jpeg
 from operators.synthetic import WorldConfig, make_clip
 from pipeline.evaluate import main as evaluate_command
@@ -138,3 +138,33 @@ def test_overlap_threshold_flag_overrides_the_shipped_value(capsys):
     assert evaluate_command(argv + ["--overlap-threshold", "0.8"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["overlap_threshold"] == 0.8 and report["panoptic_pq"] is not None
+
+
+def test_oracle_takes_the_candidate_with_the_highest_iou():
+    gt = np.zeros((4, 4), dtype=bool)
+    gt[:2, :2] = True  # 4 pixels
+    half, wide, none = gt.copy(), np.zeros_like(gt), np.zeros_like(gt)
+    half[1] = False  # IoU 2/4
+    wide[:2] = True  # IoU 4/8
+    none[3, 3] = True  # IoU 0
+    wider = wide.copy()
+    wider[2, :] = True  # IoU 4/12
+    assert np.array_equal(_oracle(np.stack([none, wider, half, wide]), gt), half)  # the first of the 0.5 ties
+    assert np.array_equal(_oracle(np.stack([none, wider]), gt), wider)
+
+
+def test_referring_candidates_flag_adds_oracle_scores_and_keeps_the_headline(capsys):
+    """The headline scores the first candidate, so it is the same with 1 and 4 candidates; the oracle, the best of
+    four on every frame, can only be as good or better."""
+    argv = ["--json", "--clips", "1", "--frames", "3", "--tasks", "referring", "reasoning", "image", "--threads", "1"]
+    assert evaluate_command(argv) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["referring_candidates"] == 1 and "referring_oracle_jf" not in one
+    assert evaluate_command(argv + ["--referring-candidates", "4"]) == 0
+    four = json.loads(capsys.readouterr().out)
+    assert four["referring_candidates"] == 4
+    for name, oracle in (("referring_jf", "referring_oracle_jf"), ("reasoning_jf", "reasoning_oracle_jf"),
+                         ("image_giou", "image_oracle_giou")):
+        assert four[name] == one[name]
+        assert one[name] <= four[oracle] <= 1.0
+    assert four["referring_oracle_jf"] > four["referring_jf"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from models.config import PredictorConfig
-from models.postprocess import Followed, continuity, distinct_queries, identity, panoptic, semantic, visual
+from models.postprocess import (Followed, continuity, distinct_queries, identity, panoptic, referring, semantic,
+                                visual)
 from models.predictor import LayerPrediction
 
 BIG = 20.0  # a logit whose sigmoid / softmax is 1 to float precision
@@ -28,6 +29,24 @@ def test_semantic_scores_are_probabilities_when_queries_overlap():
 def _logits(*masks: torch.Tensor) -> torch.Tensor:
     """Binary (h, w) masks -> (1, Q, h, w) logits that binarise back to them."""
     return torch.where(torch.stack(masks), BIG, -BIG).unsqueeze(0)
+
+
+def test_referring_returns_the_asked_candidates_best_first_by_refer_score_times_mask_quality():
+    """Three queries with refer logits 0, 2 and 1 and sure masks (quality 1), but the second mask is empty (quality
+    0): the order is query 2 (sigmoid(1) = 0.73), query 0 (sigmoid(0) = 0.5), then the empty one despite its logit."""
+    full, empty = torch.ones(4, 4, dtype=torch.bool), torch.zeros(4, 4, dtype=torch.bool)
+    left = full.clone()
+    left[:, 2:] = False
+    pred = LayerPrediction(masks=_logits(full, empty, left), refer=torch.tensor([[[0.0], [2.0], [1.0]]]),
+                           classes=torch.zeros(1, 3, 2), regions=torch.zeros(1, 3, 2))
+    top = referring(pred, 0, PredictorConfig(), (4, 4), "referring")
+    assert top.query_indices.tolist() == [2] and torch.equal(top.masks[0], left) and top.labels == [None]
+    three = referring(pred, 0, PredictorConfig(referring_candidates=3), (4, 4), "referring")
+    assert three.query_indices.tolist() == [2, 0, 1] and len(three) == 3 and three.labels == [None] * 3
+    assert torch.allclose(three.scores, torch.tensor([1.0, 0.0, 2.0]).sigmoid() * torch.tensor([1.0, 1.0, 0.0]))
+    assert len(referring(pred, 0, PredictorConfig(referring_candidates=5), (4, 4), "referring")) == 3
+    with pytest.raises(ValueError, match="referring_candidates"):
+        referring(pred, 0, PredictorConfig(referring_candidates=0), (4, 4), "referring")
 
 
 def test_continuity_is_floor_plus_iou_to_the_power_and_one_without_a_previous_mask():
