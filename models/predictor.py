@@ -4,7 +4,8 @@ The query content is E_Q (the LLM outputs at the <seg> positions, projected to t
 positions are learned. Heads on every decoder layer's queries (deep supervision):
   masks       the decoder's own mask embedding MLP dotted with the pixel decoder's mask features
   refer       referring score of each query against the referring prompt embedding E_P (optionally after relation
-              layers over the queries and their mask geometry, models/relation.py)
+              layers over the queries and their mask geometry, models/relation.py; optionally plus the attributes'
+              agreement, `attribute_agreement`)
   classes     scores against each class-name embedding plus a background entry (open vocabulary)
   regions     scores against each visual-prompt region embedding plus a background entry
   instance    instance embeddings for video association
@@ -73,6 +74,18 @@ class PromptScoreHead(nn.Module):
         return torch.cat([logits, self.background(queries)], dim=-1)
 
 
+def attribute_agreement(queries: torch.Tensor, prompts: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
+    """Attribute logits of the queries (B, Q, sum(classes)) and of the prompts (B, P, sum(classes)) -> (B, Q, P)
+    sum over attributes of log(n_values x sum_v p_query(v) p_prompt(v)): how much likelier than chance it is that
+    both name the same value of every attribute (if the attributes were independent). 0 when either side is
+    uniform, so an untrained head leaves the refer logit as it is."""
+    total = queries.new_zeros(queries.shape[0], queries.shape[1], prompts.shape[1], dtype=torch.float32)
+    for q, p in zip(queries.float().split(list(classes), -1), prompts.float().split(list(classes), -1)):
+        same = torch.einsum("bqv,bpv->bqp", q.softmax(-1), p.softmax(-1)) * q.shape[-1]
+        total = total + same.clamp_min(torch.finfo(torch.float32).tiny).log()
+    return total
+
+
 def decoder_config(cfg: PredictorConfig, mask_feature_size: int) -> Mask2FormerConfig:
     return Mask2FormerConfig(
         hidden_dim=cfg.hidden_dim,
@@ -109,6 +122,8 @@ class SegmentationPredictor(nn.Module):
         self.instance_head = Mask2FormerMLPPredictionHead(cfg.hidden_dim, cfg.hidden_dim, cfg.instance_embed_dim)
         self.box_head = Mask2FormerMLPPredictionHead(cfg.hidden_dim, cfg.hidden_dim, 4)
         self.attribute_head = nn.Linear(cfg.hidden_dim, sum(cfg.attribute_classes)) if cfg.attribute_classes else None
+        if cfg.refer_attribute_match and self.attribute_head is None:
+            raise ValueError("refer_attribute_match needs the attribute head (PredictorConfig.attribute_classes)")
         self.kinematics_head = nn.Linear(cfg.hidden_dim, KINEMATICS) if cfg.kinematics_head else None
 
     def _memory(self, pixel: PixelFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Size]]:
@@ -137,15 +152,20 @@ class SegmentationPredictor(nn.Module):
             return_dict=True,
         )
         layers = []
+        described = self.attribute_head(prompts) if self.cfg.refer_attribute_match else None
         for hidden, masks in zip(out.intermediate_hidden_states, out.masks_queries_logits):
             decoded = hidden.transpose(0, 1)
             related = decoded if self.relations is None else self.relations(decoded, masks, prompts, prompt_valid)
+            attributes = self.attribute_head(decoded) if self.attribute_head is not None else None
+            refer = self.refer_head(related, prompts, prompt_valid)
+            if described is not None:
+                refer = refer + attribute_agreement(attributes, described, self.cfg.attribute_classes).to(refer.dtype)
             layers.append(LayerPrediction(
                 masks=masks,
-                refer=self.refer_head(related, prompts, prompt_valid),
+                refer=refer,
                 classes=self.class_head(decoded, prompts, prompt_valid),
                 regions=self.region_head(decoded, prompts, prompt_valid),
-                attributes=self.attribute_head(decoded) if self.attribute_head is not None else None,
+                attributes=attributes,
                 kinematics=self.kinematics_head(decoded) if self.kinematics_head is not None else None,
             ))
         last = out.intermediate_hidden_states[-1].transpose(0, 1)

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="self-attention layers over the queries, each with its mask geometry, and the prompt "
                              "before the refer score (default 0: the paper's dot product); new runs only: --resume "
                              "keeps the run's own config")
+    parser.add_argument("--refer-attribute-match", action="store_true",
+                        help="add the attributes' agreement between each query and the prompt (both read by the "
+                             "attribute head) to the refer logit; needs --attribute-weight; new runs only: --resume "
+                             "keeps the run's own config")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
@@ -112,6 +116,10 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
     if args.attribute_weight:
         cfg.loss = replace(cfg.loss, attribute_weight=args.attribute_weight)
         cfg.predictor = replace(cfg.predictor, attribute_classes=attribute_classes())
+    if args.refer_attribute_match:
+        if not args.attribute_weight:
+            raise ValueError("--refer-attribute-match needs the attribute head: give --attribute-weight too")
+        cfg.predictor = replace(cfg.predictor, refer_attribute_match=True)
     if args.kinematics_weight:
         cfg.loss = replace(cfg.loss, kinematics_weight=args.kinematics_weight)
         cfg.predictor = replace(cfg.predictor, kinematics_head=True)

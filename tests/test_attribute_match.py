@@ -1,0 +1,76 @@
+"""The attributes' agreement in the refer logit (`PredictorConfig.refer_attribute_match`): the formula by hand, that
+it is off by default and needs the attribute head, and that a model with it builds, runs and round-trips."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from models.build import build_hyperseg
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.hyperseg import VLLMRequest
+from models.predictor import attribute_agreement
+from models.prompts import TaskPrompt
+from models.presets import preset_config
+from pipeline.train import build_parser, run_config
+
+BIG = 20.0  # a logit whose softmax is one-hot to float precision
+
+
+def test_agreement_by_hand():
+    """Two attributes with 2 and 3 values. A sure query of values (0, 2) against a prompt sure of (0, 2): log 2 +
+    log 3; against a prompt sure of (1, 2): the first attribute agrees only through the e^-20 tails of both sides
+    (log(2 x 2e^-20) + log 3); against a uniform prompt: 0 (chance)."""
+    query = torch.tensor([[[BIG, 0.0, 0.0, 0.0, BIG]]])  # (1, 1, 5): attribute 0 = value 0, attribute 1 = value 2
+    prompts = torch.tensor([[[BIG, 0.0, 0.0, 0.0, BIG], [0.0, BIG, 0.0, 0.0, BIG], [0.0] * 5]])
+    got = attribute_agreement(query, prompts, (2, 3))
+    assert got.shape == (1, 1, 3)
+    assert got[0, 0, 0].item() == pytest.approx(math.log(2) + math.log(3), abs=1e-4)
+    assert got[0, 0, 1].item() == pytest.approx(math.log(4) - BIG + math.log(3), abs=1e-3)
+    assert got[0, 0, 2].item() == pytest.approx(0.0, abs=1e-6)
+    half = torch.tensor([[[0.0, 0.0, -BIG, BIG, BIG]]])  # attribute 0 uniform, attribute 1 split between 1 and 2
+    got = attribute_agreement(half, prompts, (2, 3))
+    assert got[0, 0, 0].item() == pytest.approx(math.log(3 * 0.5), abs=1e-4)  # only the second one counts
+    assert got[0, 0, 2].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_off_by_default_and_needs_the_attribute_head():
+    assert not preset_config("tiny").predictor.refer_attribute_match
+    cfg = preset_config("tiny")
+    cfg.predictor = dataclasses.replace(cfg.predictor, refer_attribute_match=True)
+    with pytest.raises(ValueError, match="attribute head"):
+        build_hyperseg(cfg)
+    with pytest.raises(ValueError, match="--attribute-weight"):
+        run_config(build_parser().parse_args(["--preset", "tiny", "--refer-attribute-match"]))
+
+
+def test_refer_logit_adds_the_agreement_and_the_model_round_trips(tmp_path):
+    """The flag builds a model whose refer logits are the dot product plus the agreement of the query states' and
+    E_P's attribute logits (through the one head), on every decoder layer; saved and loaded, it is the same."""
+    cfg = run_config(build_parser().parse_args(["--preset", "tiny", "--attribute-weight", "1",
+                                                "--refer-attribute-match"]))
+    assert cfg.predictor.refer_attribute_match
+    torch.manual_seed(0)
+    model = build_hyperseg(cfg).eval()
+    predictor = model.predictor
+    with torch.no_grad():
+        predictor.attribute_head.weight.normal_(std=0.5)  # far from uniform, so the agreement is not ~0
+    seen = []
+    predictor.refer_head.register_forward_hook(lambda module, args, out: seen.append(out))
+    frames = [torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8)]
+    encoded = model.encode(frames)
+    out = model.vllm_step(encoded.image_tokens, encoded.pyramid,
+                          [VLLMRequest(TaskPrompt("referring", text="the red circle"))])
+    with torch.no_grad():
+        pred = model.predict(model.decode_pixels(encoded.pyramid), out.queries, out.prompts, out.prompt_valid)
+    described = predictor.attribute_head(out.prompts)
+    for layer, dot in zip(pred.layers, seen, strict=True):
+        expected = dot + attribute_agreement(layer.attributes, described, cfg.predictor.attribute_classes)
+        assert torch.allclose(layer.refer, expected, atol=1e-5)
+        assert not torch.allclose(layer.refer, dot, atol=1e-3)
+    save_checkpoint(model, tmp_path)
+    loaded, report = load_checkpoint(tmp_path)
+    assert report.complete and loaded.cfg.predictor.refer_attribute_match
