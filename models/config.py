@@ -227,6 +227,10 @@ class LossConfig:
     attribute_weight: float = 0.0
     # Not in the paper: L1 of the kinematics head (PredictorConfig.kinematics_head) on the matched queries. 0 = off.
     kinematics_weight: float = 0.0
+    # Not in the paper: CE of the attribute head on E_P of a referring or reasoning sample against its referent's
+    # attributes (needs PredictorConfig.refer_attribute_match), so the text side learns to name what the attribute
+    # match compares. 0 = off.
+    prompt_attribute_weight: float = 0.0
     text_weight: float = 1.0
     instance_weight: float = 1.0
     no_object_weight: float = 0.1

@@ -162,7 +162,30 @@ class HyperSegLoss(nn.Module):
             final_matches = self.match(layer, targets, tasks)
             for name, value in self.layer_losses(layer, targets, tasks, final_matches).items():
                 totals[name] = totals.get(name, 0.0) + value
+        described = self._prompt_attribute_loss(output, targets, tasks) if self.cfg.prompt_attribute_weight else None
+        if described is not None:
+            totals["prompt_attribute"] = described * self.cfg.prompt_attribute_weight
         return totals, final_matches
+
+    def _prompt_attribute_loss(self, output: PredictorOutput, targets: list[FrameTarget], tasks: list[str]
+                               ) -> torch.Tensor | None:
+        """CE of each referring / reasoning sample's E_P attribute logits against its referents' attributes, mean
+        over the attributes and the referents of the batch; None when the batch has no referent with attributes."""
+        if output.described is None:
+            raise ValueError("prompt_attribute_weight > 0 needs the attribute match (PredictorConfig."
+                             "refer_attribute_match)")
+        logits, labels = [], []
+        for b, (target, task) in enumerate(zip(targets, tasks)):
+            if task not in ("referring", "reasoning") or target.attributes is None:
+                continue
+            referents = target.attributes[target.prompt_index == REFERRED].to(output.described.device)
+            logits.append(output.described[b, :1].expand(len(referents), -1))
+            labels.append(referents)
+        if not logits or not sum(len(x) for x in labels):
+            return None
+        pieces = torch.cat(logits).float().split(list(self.attribute_classes), dim=-1)
+        wanted = torch.cat(labels)
+        return torch.stack([nn.functional.cross_entropy(piece, wanted[:, a]) for a, piece in enumerate(pieces)]).mean()
 
 
 def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

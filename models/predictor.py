@@ -51,6 +51,7 @@ class PredictorOutput:
     layers: list[LayerPrediction]  # every decoder layer, the last one is the prediction
     instance: torch.Tensor  # (B, Q, E)
     boxes: torch.Tensor  # (B, Q, 4)
+    described: torch.Tensor | None = None  # (B, P, sum(attribute_classes)) E_P's attribute logits (attribute match)
 
     @property
     def final(self) -> LayerPrediction:
@@ -169,4 +170,5 @@ class SegmentationPredictor(nn.Module):
                 kinematics=self.kinematics_head(decoded) if self.kinematics_head is not None else None,
             ))
         last = out.intermediate_hidden_states[-1].transpose(0, 1)
-        return PredictorOutput(layers=layers, instance=self.instance_head(last), boxes=self.box_head(last).sigmoid())
+        return PredictorOutput(layers=layers, instance=self.instance_head(last), boxes=self.box_head(last).sigmoid(),
+                               described=described)

@@ -34,7 +34,8 @@ LOG_FILE = "log.jsonl"
 TOKENIZER_CLIPS = 500
 # Short names of the loss parts on the progress bar.
 BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "refer_rank": "rank",
-             "text": "txt", "instance": "ins", "attribute": "attr", "kinematics": "kin"}
+             "text": "txt", "instance": "ins", "attribute": "attr", "kinematics": "kin",
+             "prompt_attribute": "pattr"}
 
 
 def parse_mix(text: str) -> TaskMix:
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add the attributes' agreement between each query and the prompt (both read by the "
                              "attribute head) to the refer logit; needs --attribute-weight; new runs only: --resume "
                              "keeps the run's own config")
+    parser.add_argument("--prompt-attribute-weight", type=float, default=0.0,
+                        help="weight of an auxiliary CE that makes E_P of a referring or reasoning sample predict its "
+                             "referent's attributes through the attribute head; needs --refer-attribute-match; new "
+                             "runs only: --resume keeps the run's own config")
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
@@ -120,6 +125,10 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
         if not args.attribute_weight:
             raise ValueError("--refer-attribute-match needs the attribute head: give --attribute-weight too")
         cfg.predictor = replace(cfg.predictor, refer_attribute_match=True)
+    if args.prompt_attribute_weight:
+        if not args.refer_attribute_match:
+            raise ValueError("--prompt-attribute-weight needs --refer-attribute-match")
+        cfg.loss = replace(cfg.loss, prompt_attribute_weight=args.prompt_attribute_weight)
     if args.kinematics_weight:
         cfg.loss = replace(cfg.loss, kinematics_weight=args.kinematics_weight)
         cfg.predictor = replace(cfg.predictor, kinematics_head=True)

@@ -1,5 +1,6 @@
-"""The attributes' agreement in the refer logit (`PredictorConfig.refer_attribute_match`): the formula by hand, that
-it is off by default and needs the attribute head, and that a model with it builds, runs and round-trips."""
+"""The attributes' agreement in the refer logit (`PredictorConfig.refer_attribute_match`) and the CE that teaches E_P
+to name its referent's attributes (`LossConfig.prompt_attribute_weight`): the formulas by hand, that both are off by
+default and need what they read, and that a model with the match builds, runs and round-trips."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 
 from models.build import build_hyperseg
 from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import LossConfig, PredictorConfig
 from models.hyperseg import VLLMRequest
-from models.predictor import attribute_agreement
+from models.losses import NOT_REFERRED, REFERRED, FrameTarget, HyperSegLoss
+from models.predictor import PredictorOutput, attribute_agreement
 from models.prompts import TaskPrompt
 from models.presets import preset_config
 from pipeline.train import build_parser, run_config
@@ -74,3 +77,28 @@ def test_refer_logit_adds_the_agreement_and_the_model_round_trips(tmp_path):
     save_checkpoint(model, tmp_path)
     loaded, report = load_checkpoint(tmp_path)
     assert report.complete and loaded.cfg.predictor.refer_attribute_match
+
+
+def test_prompt_attribute_loss_by_hand_and_its_flags():
+    """Sample 0 refers to object 0 (attributes 1 and 2 of vocabularies of 2 and 3); object 1 is a negative and
+    sample 1 is generic, so neither counts: the loss is the mean of the two CEs of sample 0's E_P logits."""
+    cfg = PredictorConfig(attribute_classes=(2, 3), refer_attribute_match=True)
+    criterion = HyperSegLoss(LossConfig(prompt_attribute_weight=1.0), cfg)
+    described = torch.tensor([[[0.5, -0.5, 1.0, 0.0, 2.0]], [[9.0, 0.0, 9.0, 0.0, 0.0]]])
+    masks = torch.zeros(2, 4, 4)
+    targets = [FrameTarget(masks, torch.tensor([REFERRED, NOT_REFERRED]), attributes=torch.tensor([[1, 2], [0, 0]])),
+               FrameTarget(masks, torch.tensor([0, 1]), attributes=torch.tensor([[0, 0], [1, 1]]))]
+    output = PredictorOutput(layers=[], instance=torch.zeros(2, 3, 4), boxes=torch.zeros(2, 3, 4),
+                             described=described)
+    got = criterion._prompt_attribute_loss(output, targets, ["referring", "generic"])
+    expected = (torch.nn.functional.cross_entropy(described[0, :, :2], torch.tensor([1]))
+                + torch.nn.functional.cross_entropy(described[0, :, 2:], torch.tensor([2]))) / 2
+    assert torch.allclose(got, expected)
+    assert criterion._prompt_attribute_loss(output, targets[1:], ["generic"]) is None
+    with pytest.raises(ValueError, match="refer_attribute_match"):
+        criterion._prompt_attribute_loss(dataclasses.replace(output, described=None), targets, ["referring", "generic"])
+    args = ["--preset", "tiny", "--attribute-weight", "1", "--prompt-attribute-weight", "2"]
+    with pytest.raises(ValueError, match="--refer-attribute-match"):
+        run_config(build_parser().parse_args(args))
+    chosen = run_config(build_parser().parse_args(args + ["--refer-attribute-match"]))
+    assert chosen.loss.prompt_attribute_weight == 2 and chosen.predictor.refer_attribute_match
