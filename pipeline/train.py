@@ -32,6 +32,8 @@ LATEST = "latest"
 LOG_FILE = "log.jsonl"
 # Training clips whose text a fitted tokenizer is fitted on (~40 ms each): enough to see every seen word many times.
 TOKENIZER_CLIPS = 500
+# The help of every flag that changes the model or its loss: a resumed run keeps the config it was started with.
+NEW_RUNS_ONLY = "; new runs only: --resume keeps the run's own config"
 # Short names of the loss parts on the progress bar.
 BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "refer_rank": "rank",
              "text": "txt", "instance": "ins", "attribute": "attr", "kinematics": "kin",
@@ -81,28 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the preset's frozen parts (tiny-lite0: its ImageNet pyramid backbone); default: train "
                              "everything (tiny has no pretrained part)")
     parser.add_argument("--refer-rank-weight", type=float,
-                        help="weight of the top-1 ranking CE on the refer score (default: the preset's; 0 = off); new runs "
-                             "only: --resume keeps the run's own config")
+                        help="weight of the top-1 ranking CE on the refer score (default: the preset's; 0 = off)"
+                             + NEW_RUNS_ONLY)
     parser.add_argument("--attribute-weight", type=float, default=0.0,
                         help="weight of an auxiliary CE that makes each matched query predict its object's colour, "
-                             "shape, size and texture (adds the attribute head; default 0: no head); new runs only: "
-                             "--resume keeps the run's own config")
+                             "shape, size and texture (adds the attribute head; default 0: no head)" + NEW_RUNS_ONLY)
     parser.add_argument("--kinematics-weight", type=float, default=0.0,
                         help="weight of an auxiliary L1 that makes each matched query predict its object's centre and "
-                             "velocity (adds the kinematics head; default 0: no head); new runs only: --resume keeps "
-                             "the run's own config")
+                             "velocity (adds the kinematics head; default 0: no head)" + NEW_RUNS_ONLY)
     parser.add_argument("--relation-layers", type=int, default=0,
                         help="self-attention layers over the queries, each with its mask geometry, and the prompt "
-                             "before the refer score (default 0: the paper's dot product); new runs only: --resume "
-                             "keeps the run's own config")
+                             "before the refer score (default 0: the paper's dot product)" + NEW_RUNS_ONLY)
     parser.add_argument("--refer-attribute-match", action="store_true",
                         help="add the attributes' agreement between each query and the prompt (both read by the "
-                             "attribute head) to the refer logit; needs --attribute-weight; new runs only: --resume "
-                             "keeps the run's own config")
+                             "attribute head) to the refer logit; needs --attribute-weight" + NEW_RUNS_ONLY)
     parser.add_argument("--prompt-attribute-weight", type=float, default=0.0,
                         help="weight of an auxiliary CE that makes E_P of a referring or reasoning sample predict its "
-                             "referent's attributes through the attribute head; needs --refer-attribute-match; new "
-                             "runs only: --resume keeps the run's own config")
+                             "referent's attributes through the attribute head; needs --refer-attribute-match"
+                             + NEW_RUNS_ONLY)
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
