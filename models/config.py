@@ -174,10 +174,11 @@ class PredictorConfig:
     # Not in the paper: self-attention layers over the queries, each with its mask's geometry, and the prompt before
     # the refer score (models/relation.py), for expressions that compare objects. 0: the paper's dot product alone.
     relation_layers: int = 0
-    # Not in the paper: the refer logit adds, per attribute, log P(the query's object and the prompt's described
-    # object have the same value), both read by the attribute head (E_P through the same head as the query states),
-    # so the text side can name colour, shape, size and texture in the space the query states already know them.
-    # Needs attribute_classes. False: the paper's dot product alone.
+    # Not in the paper: the refer logit adds, per attribute, how much likelier than chance it is that the query's
+    # object and the prompt's described object have the same value (`predictor.attribute_agreement`), both read by
+    # the attribute head (E_P through the same head as the query states), so the text side can name colour, shape,
+    # size and texture in the space the query states already know them. Needs attribute_classes. False: the paper's
+    # dot product alone.
     refer_attribute_match: bool = False
     train_num_points: int = 12544
     oversample_ratio: float = 3.0

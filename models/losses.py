@@ -162,9 +162,10 @@ class HyperSegLoss(nn.Module):
             final_matches = self.match(layer, targets, tasks)
             for name, value in self.layer_losses(layer, targets, tasks, final_matches).items():
                 totals[name] = totals.get(name, 0.0) + value
-        described = self._prompt_attribute_loss(output, targets, tasks) if self.cfg.prompt_attribute_weight else None
-        if described is not None:
-            totals["prompt_attribute"] = described * self.cfg.prompt_attribute_weight
+        prompt_attribute = (self._prompt_attribute_loss(output, targets, tasks) if self.cfg.prompt_attribute_weight
+                            else None)
+        if prompt_attribute is not None:
+            totals["prompt_attribute"] = prompt_attribute * self.cfg.prompt_attribute_weight
         return totals, final_matches
 
     def _prompt_attribute_loss(self, output: PredictorOutput, targets: list[FrameTarget], tasks: list[str]
