@@ -21,7 +21,8 @@ COLOURS = {"total": (20, 20, 20), "mask": (200, 60, 40), "dice": (40, 120, 220),
            "refer": (180, 60, 180), "refer_rank": (60, 60, 220), "text": (0, 160, 200),
            "instance": (120, 120, 120), "attribute": (150, 80, 255), "prompt_attribute": (90, 140, 90),
            "kinematics": (255, 160, 0)}  # BGR
-LABELS = {"refer_rank": "rank", "instance": "ins", "attribute": "attr", "prompt_attribute": "pattr"}  # the progress bar's short names
+# legend names: the progress bar's short names where the log's key is long
+LABELS = {"refer_rank": "rank", "instance": "ins", "attribute": "attr", "prompt_attribute": "pattr"}
 # (metric key, label, bar of the issue)
 METRICS = (("referring_jf", "referring J&F", 0.80), ("reasoning_jf", "reasoning J&F", 0.60),
            ("vos_jf", "VOS J&F", 0.80), ("image_giou", "image gIoU", 0.80), ("image_ciou", "image cIoU", None),
