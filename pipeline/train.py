@@ -27,6 +27,7 @@ from models.tokenizer import fit_bpe_tokenizer
 from models.training import OptimConfig, StepResult, Trainer, pick_device
 from operators.synthetic import WorldConfig, split_texts
 from operators.training_samples import SampleConfig, TaskMix, attribute_classes, batch_for_step
+from pipeline.training_plot import SHORT_NAMES
 
 LATEST = "latest"
 LOG_FILE = "log.jsonl"
@@ -34,10 +35,6 @@ LOG_FILE = "log.jsonl"
 TOKENIZER_CLIPS = 500
 # The help of every flag that changes the model or its loss: a resumed run keeps the config it was started with.
 NEW_RUNS_ONLY = "; new runs only: --resume keeps the run's own config"
-# Short names of the loss parts on the progress bar.
-BAR_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "refer_rank": "rank",
-             "text": "txt", "instance": "ins", "attribute": "attr", "kinematics": "kin",
-             "prompt_attribute": "pattr"}
 
 
 def parse_mix(text: str) -> TaskMix:
@@ -175,7 +172,7 @@ def fitted_tokenizer(cfg: HyperSegConfig, world: WorldConfig) -> PreTrainedToken
 
 
 def _bar_text(result: StepResult, samples_per_s: float) -> dict[str, str]:
-    text = {BAR_NAMES[name]: f"{value:.3f}" for name, value in result.losses.items() if name in BAR_NAMES}
+    text = {SHORT_NAMES[name]: f"{value:.3f}" for name, value in result.losses.items() if name in SHORT_NAMES}
     text["lr"] = f"{result.lr:.1e}"
     text["samples/s"] = f"{samples_per_s:.2f}"
     return text

@@ -21,8 +21,10 @@ COLOURS = {"total": (20, 20, 20), "mask": (200, 60, 40), "dice": (40, 120, 220),
            "refer": (180, 60, 180), "refer_rank": (60, 60, 220), "text": (0, 160, 200),
            "instance": (120, 120, 120), "attribute": (150, 80, 255), "prompt_attribute": (90, 140, 90),
            "kinematics": (255, 160, 0)}  # BGR
-# legend names: the progress bar's short names where the log's key is long
-LABELS = {"refer_rank": "rank", "instance": "ins", "attribute": "attr", "prompt_attribute": "pattr"}
+# Short names of the loss parts, on the training progress bar (pipeline/train.py) and this plot's legend.
+SHORT_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "refer_rank": "rank",
+               "text": "txt", "instance": "ins", "attribute": "attr", "kinematics": "kin",
+               "prompt_attribute": "pattr"}
 # (metric key, label, bar of the issue)
 METRICS = (("referring_jf", "referring J&F", 0.80), ("reasoning_jf", "reasoning J&F", 0.60),
            ("vos_jf", "VOS J&F", 0.80), ("image_giou", "image gIoU", 0.80), ("image_ciou", "image cIoU", None),
@@ -85,7 +87,7 @@ def draw_losses(image: np.ndarray, panel: Panel, log: dict[str, np.ndarray]) -> 
         ys = (np.log10(np.clip(curve, low, None)) - lo) / (hi - lo)
         points = np.array([panel.point(x, y) for x, y in zip(xs, ys)], dtype=np.int32)
         cv2.polylines(image, [points], False, COLOURS[part], 2 if part == "total" else 1, cv2.LINE_AA)
-        _text(image, LABELS.get(part, part), (panel.x0 + 10 + legend_step * i, panel.y1 - 10), colour=COLOURS[part])
+        _text(image, SHORT_NAMES[part], (panel.x0 + 10 + legend_step * i, panel.y1 - 10), colour=COLOURS[part])
     _text(image, "training loss parts (moving average), log scale", (panel.x0, panel.y0 - 10), 0.5)
     _text(image, f"step 0 .. {int(last)}", (panel.x0, panel.y1 + 18))
 
