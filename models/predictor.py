@@ -160,7 +160,8 @@ class SegmentationPredictor(nn.Module):
             attributes = self.attribute_head(decoded) if self.attribute_head is not None else None
             refer = self.refer_head(related, prompts, prompt_valid)
             if described is not None:
-                refer = refer + attribute_agreement(attributes, described, self.cfg.attribute_classes).to(refer.dtype)
+                agreement = attribute_agreement(attributes, described, self.cfg.attribute_classes)
+                refer = refer + (self.cfg.attribute_match_weight * agreement).to(refer.dtype)
             layers.append(LayerPrediction(
                 masks=masks,
                 refer=refer,

@@ -33,6 +33,8 @@ PREDICTOR_OVERRIDES = {
     "continuity_floor": "visual prompts: the continuity factor's floor, (floor + IoU) ** power",
     "absence_threshold": "visual prompts: an object whose chosen query scores below this gets an empty mask",
     "identity_power": "visual prompts: weight of each object's first-frame instance embedding in the choice, 0 = off",
+    "attribute_match_weight": "referring / reasoning: weight of the attribute agreement in the refer logit (needs "
+                              "predictor.refer_attribute_match)",
 }
 
 
@@ -89,12 +91,8 @@ def main(argv: list[str]) -> int:
                      key_frame_interval=args.vllm_every, jpeg_quality=args.jpeg_quality)
     started = time.perf_counter()
     report: dict[str, object] = {"model": model_id,
-                                 "object_score_threshold": model.cfg.predictor.object_score_threshold,
-                                 "overlap_threshold": model.cfg.predictor.overlap_threshold,
-                                 "continuity_power": model.cfg.predictor.continuity_power,
+                                 **{name: getattr(model.cfg.predictor, name) for name in PREDICTOR_OVERRIDES},
                                  "distinct_visual_queries": model.cfg.predictor.distinct_visual_queries,
-                                 "absence_threshold": model.cfg.predictor.absence_threshold,
-                                 "identity_power": model.cfg.predictor.identity_power,
                                  "referring_candidates": model.cfg.predictor.referring_candidates,
                                  **evaluate(predictor, cfg)}
     if args.ablation:

@@ -50,9 +50,10 @@ def test_off_by_default_and_needs_the_attribute_head():
         run_config(build_parser().parse_args(["--preset", "tiny", "--refer-attribute-match"]))
 
 
-def test_refer_logit_adds_the_agreement_and_the_model_round_trips(tmp_path):
+def test_refer_logit_adds_the_weighted_agreement_and_the_model_round_trips(tmp_path):
     """The flag builds a model whose refer logits are the dot product plus the agreement of the query states' and
-    E_P's attribute logits (through the one head), on every decoder layer; saved and loaded, it is the same."""
+    E_P's attribute logits (through the one head), on every decoder layer, times `attribute_match_weight` (1 in
+    training, 2.5 here at inference); saved and loaded, it is the same."""
     cfg = run_config(build_parser().parse_args(["--preset", "tiny", "--attribute-weight", "1",
                                                 "--refer-attribute-match"]))
     assert cfg.predictor.refer_attribute_match
@@ -74,6 +75,13 @@ def test_refer_logit_adds_the_agreement_and_the_model_round_trips(tmp_path):
         expected = dot + attribute_agreement(layer.attributes, described, cfg.predictor.attribute_classes)
         assert torch.allclose(layer.refer, expected, atol=1e-5)
         assert not torch.allclose(layer.refer, dot, atol=1e-3)
+    assert cfg.predictor.attribute_match_weight == 1.0
+    predictor.cfg.attribute_match_weight = 2.5
+    with torch.no_grad():
+        weighted = model.predict(model.decode_pixels(encoded.pyramid), out.queries, out.prompts, out.prompt_valid)
+    for layer, plain, dot in zip(weighted.layers, pred.layers, seen[len(pred.layers):], strict=True):
+        assert torch.allclose(layer.refer, dot + 2.5 * (plain.refer - dot), atol=1e-5)
+    predictor.cfg.attribute_match_weight = 1.0
     save_checkpoint(model, tmp_path)
     loaded, report = load_checkpoint(tmp_path)
     assert report.complete and loaded.cfg.predictor.refer_attribute_match
