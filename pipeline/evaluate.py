@@ -73,11 +73,15 @@ def _fmt(value: object) -> str:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, model_id = load_default_model(args.checkpoint, device=pick_device(args.device))
+    if args.attribute_match_weight is not None and not model.cfg.predictor.refer_attribute_match:
+        parser.error(f"--attribute-match-weight: {model_id} has no attribute match (predictor.refer_attribute_match "
+                     "is false), so the weight would change nothing")
     for name in PREDICTOR_OVERRIDES:
         if getattr(args, name) is not None:
             setattr(model.cfg.predictor, name, getattr(args, name))

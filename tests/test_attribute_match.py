@@ -18,6 +18,7 @@ from models.losses import NOT_REFERRED, REFERRED, FrameTarget, HyperSegLoss
 from models.predictor import PredictorOutput, attribute_agreement
 from models.prompts import TaskPrompt
 from models.presets import preset_config
+from pipeline.evaluate import main as evaluate_command
 from pipeline.train import build_parser, run_config
 
 BIG = 20.0  # a logit whose softmax is one-hot to float precision
@@ -110,3 +111,13 @@ def test_prompt_attribute_loss_by_hand_and_its_flags():
         run_config(build_parser().parse_args(args))
     chosen = run_config(build_parser().parse_args(args + ["--refer-attribute-match"]))
     assert chosen.loss.prompt_attribute_weight == 2 and chosen.predictor.refer_attribute_match
+
+
+def test_eval_refuses_a_match_weight_for_a_model_without_the_match(tmp_path, capsys):
+    """`eval --attribute-match-weight` on a checkpoint without the attribute match would change nothing: a clear
+    error before any clip is evaluated."""
+    save_checkpoint(build_hyperseg(preset_config("tiny")), tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_command(["--checkpoint", str(tmp_path), "--attribute-match-weight", "2", "--clips", "1"])
+    assert exit_info.value.code == 2
+    assert "has no attribute match" in capsys.readouterr().err
