@@ -181,8 +181,8 @@ class PredictorConfig:
     # dot product alone.
     refer_attribute_match: bool = False
     # How much the attribute agreement counts against the dot product in the refer logit (with
-    # refer_attribute_match). Training uses 1; a different value at inference trusts what the text side names more
-    # (or less) than the learned dot product. Tuned on the validation split (`eval --attribute-match-weight`).
+    # refer_attribute_match). `train` leaves it at 1; a different value at inference trusts what the text side names
+    # more (or less) than the learned dot product. Tuned on the validation split (`eval --attribute-match-weight`).
     attribute_match_weight: float = 1.0
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
