@@ -1,8 +1,9 @@
 """`hyperseg-stream train`: train HyperSeg on the synthetic world (images and short clips, tasks mixed by ratio).
 
 Writes `<out>/latest/` (a loadable checkpoint plus optimiser/schedule/RNG state) every `--checkpoint-every-s`
-seconds and at the end, and `<out>/log.jsonl` (one line of loss parts per logged step). `--resume <out>/latest`
-continues a run exactly where it stopped. Uses the GPU when there is one (`--device auto`).
+seconds and at the end, `<out>/step-N/` after each step N of `--keep-steps` (for a learning curve), and
+`<out>/log.jsonl` (one line of loss parts per logged step). `--resume <out>/latest` continues a run exactly where it
+stopped. Uses the GPU when there is one (`--device auto`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
+    parser.add_argument("--keep-steps", type=int, nargs="+", default=[], metavar="N",
+                        help="also keep the checkpoint after each of these steps, as <out>/step-N/")
     parser.add_argument("--log-every", type=int, default=10)
     return parser
 
@@ -200,6 +203,9 @@ def main(argv: list[str]) -> int:
         trainer = Trainer(model, optim)
     extra = {"samples": json.loads(json.dumps(asdict(samples))), "command": ["hyperseg-stream", "train", *argv],
              "device": device}
+    if late := [n for n in args.keep_steps if not trainer.step_index < n <= args.steps]:
+        build_parser().error(f"--keep-steps {late} must lie after the run's first step ({trainer.step_index}) and at "
+                             f"or before --steps ({args.steps})")
     print(f"training {trainer.model.trainable_parameters():,} parameters on {device} for {args.steps} steps "
           f"(from step {trainer.step_index}) -> {out}")
 
@@ -214,6 +220,8 @@ def main(argv: list[str]) -> int:
             elapsed = time.monotonic() - started
             bar.set_postfix(_bar_text(result, seen / elapsed), refresh=False)
             bar.update(1)
+            if trainer.step_index in args.keep_steps:
+                trainer.save(out / f"step-{trainer.step_index}", {**extra, "elapsed_s": elapsed})
             if step % args.log_every == 0 or trainer.step_index == args.steps:
                 log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "lr": result.lr,
                                       "frames": result.frames, **result.losses}) + "\n")

@@ -9,15 +9,17 @@ import pytest
 import torch
 
 from models.build import build_hyperseg
+from models.checkpoint import load_checkpoint
 from models.config import VisualPromptConfig
 from models.losses import NOT_REFERRED, REFERRED
 from models.presets import preset_config
-from models.training import OptimConfig, Trainer, WarmupCosine
+from models.training import TRAINING_STATE_FILE, OptimConfig, Trainer, WarmupCosine
 from operators.synthetic import WorldConfig, make_clip
 from operators.synthetic.vocab import ATTRIBUTE_VOCABULARIES
 from operators.training_samples import (TEMPORAL_SUBKINDS, SampleConfig, TaskMix, attribute_classes, batch_for_step,
                                        sample_from_prompt)
 from pipeline.train import build_parser, parse_mix, run_config, sample_config
+from pipeline.train import main as train_main
 
 SAMPLES = SampleConfig(image_batch_size=1, clip_batch_size=1, clip_frames=2)
 OPTIM = OptimConfig(steps=20, lr=1e-3, warmup_steps=1)
@@ -189,3 +191,16 @@ def test_referring_targets_show_the_referent_among_negatives(negatives):
         assert target.prompt_index.tolist() == labels
         assert torch.equal(target.masks, torch.from_numpy(clip.masks[t, expected]))
     assert negatives == any(len(ids) > 1 for ids in sample.object_ids)
+
+
+def test_train_keeps_the_checkpoints_asked_for_and_refuses_steps_it_will_not_reach(tmp_path, capsys):
+    out = tmp_path / "run"
+    small = ["--preset", "tiny", "--image-batch", "1", "--clip-batch", "1", "--clip-frames", "2", "--frame-size", "64",
+             "--threads", "1", "--out", str(out)]
+    assert train_main([*small, "--steps", "2", "--keep-steps", "1"]) == 0
+    kept = torch.load(out / "step-1" / TRAINING_STATE_FILE, weights_only=True)
+    assert kept["step"] == 1 and not (out / "step-2").exists()
+    load_checkpoint(out / "step-1")
+    with pytest.raises(SystemExit) as stop:
+        train_main([*small, "--resume", str(out / "latest"), "--steps", "4", "--keep-steps", "2", "3"])
+    assert stop.value.code == 2 and "--keep-steps [2]" in capsys.readouterr().err
