@@ -196,7 +196,7 @@ def test_referring_targets_show_the_referent_among_negatives(negatives):
 def test_train_keeps_the_checkpoints_asked_for_and_refuses_steps_it_will_not_reach(tmp_path, capsys):
     out = tmp_path / "run"
     small = ["--preset", "tiny", "--image-batch", "1", "--clip-batch", "1", "--clip-frames", "2", "--frame-size", "64",
-             "--threads", "1", "--out", str(out)]
+             "--out", str(out)]
     assert train_main([*small, "--steps", "2", "--keep-steps", "1"]) == 0
     kept = torch.load(out / "step-1" / TRAINING_STATE_FILE, weights_only=True)
     assert kept["step"] == 1 and not (out / "step-2").exists()
