@@ -48,17 +48,26 @@ assert tuple(LITE0_STAGES[i].out_channels for i in PYRAMID_STAGES) == EFFICIENTN
 
 
 class SamePadConv2d(nn.Conv2d):
-    """A bias-free conv padded like TensorFlow's "SAME": output size ceil(input / stride), extra padding right/below."""
+    """A bias-free conv padded like TensorFlow's "SAME" (output size ceil(input / stride), extra padding right/below),
+    called with the batch norm that follows it in every Lite0 layer.
+
+    The batch norm (always on its stored statistics here) is folded into the kernel and a bias, so the pair is one
+    convolution and the batch norm's pass over the activations is saved. The fold is recomputed per call from the live
+    parameters: the state dict keeps the checkpoint's keys and a backbone being trained gets the same gradients.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         super().__init__(in_channels, out_channels, kernel, stride=stride, groups=groups, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
         pads = []
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = self.weight * scale.reshape(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(F.pad(x, pads), weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
 class MBConvBlock(nn.Module):
@@ -78,9 +87,9 @@ class MBConvBlock(nn.Module):
         self.skip = stride == 1 and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand != 1 else x
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
-        y = self._bn2(self._project_conv(y))
+        y = F.relu6(self._expand_conv(x, self._bn0)) if self.expand != 1 else x
+        y = F.relu6(self._depthwise_conv(y, self._bn1))
+        y = self._project_conv(y, self._bn2)
         return x + y if self.skip else y
 
 
@@ -112,12 +121,12 @@ class EfficientNetLite0Backbone(nn.Module):
         return self
 
     def forward(self, pixels: torch.Tensor) -> list[torch.Tensor]:
-        x = F.relu6(self._bn0(self._conv_stem(pixels)))
+        x = F.relu6(self._conv_stem(pixels.contiguous(memory_format=torch.channels_last), self._bn0))
         maps = []
         for index, block in enumerate(self._blocks):
             x = block(x)
             if index in self.taps:
-                maps.append(x)
+                maps.append(x.contiguous())
         return maps
 
 

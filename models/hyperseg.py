@@ -108,10 +108,15 @@ class HyperSeg(nn.Module):
     def encode(self, frames: list[torch.Tensor] | torch.Tensor) -> EncodedFrame:
         """(H, W, 3) uint8 RGB frames (a list, or a (B, H, W, 3) tensor) -> CLIP tokens and pyramid features."""
         frames = [frame.to(self.device) for frame in frames]
-        vis, pyr = self.cfg.vision, self.cfg.pyramid
-        image_tokens = self.vision(to_model_input(frames, vis.image_size, vis.mean, vis.std))
+        pyr = self.cfg.pyramid
         pyramid = self.pyramid.backbone_features(to_model_input(frames, pyr.image_size, pyr.mean, pyr.std))
-        return EncodedFrame(image_tokens=image_tokens, pyramid=pyramid)
+        return EncodedFrame(image_tokens=self.image_tokens(frames), pyramid=pyramid)
+
+    def image_tokens(self, frames: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """The CLIP side of encode() alone: what a visual prompt's region pooling needs from its own frame."""
+        frames = [frame.to(self.device) for frame in frames]
+        vis = self.cfg.vision
+        return self.vision(to_model_input(frames, vis.image_size, vis.mean, vis.std))
 
     def region_features(self, image_tokens: torch.Tensor, regions: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Pool projected CLIP tokens (Nv, H) inside each region mask -> (R, H)."""

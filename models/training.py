@@ -122,7 +122,7 @@ def batch_losses(model: HyperSeg, criterion: HyperSegLoss, batch: list[TrainingS
     regions: list[torch.Tensor | None] = [None] * size
     visual = [b for b, sample in enumerate(batch) if sample.prompt.task == "visual"]
     if visual:
-        region_tokens = model.encode([batch[b].region_frame for b in visual]).image_tokens
+        region_tokens = model.image_tokens([batch[b].region_frame for b in visual])
         for i, b in enumerate(visual):
             regions[b] = model.region_features(region_tokens[i], batch[b].prompt.regions)
 

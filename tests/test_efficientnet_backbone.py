@@ -16,11 +16,28 @@ def test_same_padding_gives_ceil_of_input_over_stride():
     conv = SamePadConv2d(1, 1, kernel=3, stride=2)
     torch.nn.init.ones_(conv.weight)
     x = torch.ones(1, 1, 7, 8)
-    y = conv(x)
+    y = conv(x, torch.nn.BatchNorm2d(1, eps=0.0).eval())  # a batch norm that passes values through unchanged
     assert y.shape[-2:] == (4, 4)
     # TensorFlow puts the odd padding pixel after the input: for 8 columns, kernel 3, stride 2 the total padding is
     # 1, all on the right, so the first output column sees 3 real columns and the last one 2.
     assert y[0, 0, 1, 0].item() == 9.0 and y[0, 0, 1, -1].item() == 6.0
+
+
+def test_the_folded_batch_norm_gives_conv_then_batch_norm_and_the_same_gradients():
+    torch.manual_seed(0)
+    conv = SamePadConv2d(4, 6, kernel=3)
+    bn = torch.nn.BatchNorm2d(6, eps=1e-3).eval()
+    with torch.no_grad():  # stored statistics and an affine part far from the identity
+        bn.running_mean.uniform_(-2, 2), bn.running_var.uniform_(0.1, 4)
+        bn.weight.uniform_(-2, 2), bn.bias.uniform_(-1, 1)
+    reference_conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False)  # "SAME" for kernel 3, stride 1
+    reference_conv.weight = torch.nn.Parameter(conv.weight.detach().clone())
+    x = torch.randn(2, 4, 9, 9)
+    folded, reference = conv(x, bn), bn(reference_conv(x))
+    assert torch.allclose(folded, reference, atol=1e-5)
+    folded.square().sum().backward()
+    reference.square().sum().backward()
+    assert torch.allclose(conv.weight.grad, reference_conv.weight.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_pyramid_maps_have_the_declared_channels_and_strides():
