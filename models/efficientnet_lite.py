@@ -59,15 +59,18 @@ class SamePadConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         super().__init__(in_channels, out_channels, kernel, stride=stride, groups=groups, bias=False)
 
-    def forward(self, x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
+        return F.pad(x, pads)
+
+    def forward(self, x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         weight = self.weight * scale.reshape(-1, 1, 1, 1)
         bias = bn.bias - bn.running_mean * scale
-        return F.conv2d(F.pad(x, pads), weight, bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(self.pad(x), weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
 class MBConvBlock(nn.Module):

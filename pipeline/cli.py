@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "control": ("pipeline.control", "control_main", "add/remove a stream, change its prompt or LoRA adapter"),
     "subscribe": ("pipeline.subscribe", "subscribe_main", "print/save mask records, render an overlay video"),
     "bench-boundaries": ("pipeline.bench_boundaries", "main", "bytes/dtype per Serve boundary, stage latency"),
+    "bench-backbone": ("pipeline.bench_backbone", "main", "the Lite0 backbone pass: folded batch norm vs reference"),
 }
 
 
