@@ -236,6 +236,9 @@ class LossConfig:
     # attributes (needs PredictorConfig.refer_attribute_match), so the text side learns to name what the attribute
     # match compares. 0 = off.
     prompt_attribute_weight: float = 0.0
+    # Not in the paper: that CE only on the attributes the expression names, in its target phrase or through its
+    # anchor ("the same colour as the star"); the others are left to the refer losses. False: all four.
+    prompt_attribute_named_only: bool = False
     text_weight: float = 1.0
     instance_weight: float = 1.0
     no_object_weight: float = 0.1

@@ -35,6 +35,9 @@ class FrameTarget:
     prompt_index: torch.Tensor  # (K,) long
     attributes: torch.Tensor | None = None  # (K, A) long, one column per PredictorConfig.attribute_classes entry
     kinematics: torch.Tensor | None = None  # (K, 4) float centre x, y and velocity x, y; NaN where unknown
+    # (A,) bool: the attribute columns a referring / reasoning prompt names (LossConfig.prompt_attribute_named_only);
+    # None: all of them
+    named_attributes: torch.Tensor | None = None
 
 
 Matching = list[tuple[torch.Tensor, torch.Tensor]]  # per sample: (query indices, target indices)
@@ -170,23 +173,30 @@ class HyperSegLoss(nn.Module):
 
     def _prompt_attribute_loss(self, output: PredictorOutput, targets: list[FrameTarget], tasks: list[str]
                                ) -> torch.Tensor | None:
-        """CE of each referring / reasoning sample's E_P attribute logits against its referents' attributes, mean
-        over the attributes and the referents of the batch; None when the batch has no referent with attributes."""
+        """CE of each referring / reasoning sample's E_P attribute logits against its referents' attributes, per
+        attribute over the referents of the batch (with prompt_attribute_named_only, those whose prompt names that
+        attribute), then the mean over the attributes that have any; None when none has."""
         if output.described is None:
             raise ValueError("prompt_attribute_weight > 0 needs the attribute match (PredictorConfig."
                              "refer_attribute_match)")
-        logits, labels = [], []
+        device = output.described.device
+        logits, labels, named = [], [], []
         for b, (target, task) in enumerate(zip(targets, tasks)):
             if task not in ("referring", "reasoning") or target.attributes is None:
                 continue
-            referents = target.attributes[target.prompt_index == REFERRED].to(output.described.device)
+            referents = target.attributes[target.prompt_index == REFERRED].to(device)
             logits.append(output.described[b, :1].expand(len(referents), -1))
             labels.append(referents)
-        if not logits or not sum(len(x) for x in labels):
+            asked = (target.named_attributes if self.cfg.prompt_attribute_named_only
+                     and target.named_attributes is not None else torch.ones(referents.shape[1], dtype=torch.bool))
+            named.append(asked.to(device).expand(len(referents), -1))
+        if not logits:
             return None
         pieces = torch.cat(logits).float().split(list(self.attribute_classes), dim=-1)
-        wanted = torch.cat(labels)
-        return torch.stack([nn.functional.cross_entropy(piece, wanted[:, a]) for a, piece in enumerate(pieces)]).mean()
+        wanted, named = torch.cat(labels), torch.cat(named)
+        losses = [nn.functional.cross_entropy(piece[named[:, a]], wanted[named[:, a], a])
+                  for a, piece in enumerate(pieces) if named[:, a].any()]
+        return torch.stack(losses).mean() if losses else None
 
 
 def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

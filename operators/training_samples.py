@@ -19,6 +19,7 @@ from models.prompts import TaskPrompt
 from models.training import TrainingSample
 from operators.frame_codec import decode_jpeg, encode_jpeg
 from operators.synthetic import Clip, Prompt, WorldConfig, make_clip
+from operators.synthetic.prompts import named_attributes
 from operators.synthetic.splits import split_spec
 from operators.synthetic.vocab import ATTRIBUTE_VOCABULARIES
 
@@ -105,13 +106,22 @@ def object_kinematics(clip: Clip, objects: list[int], t: int, seen_before: bool,
     return torch.from_numpy(kinematics).view(len(objects), KINEMATICS)
 
 
+def attributes_named(prompt: Prompt) -> torch.Tensor | None:
+    """(A,) bool: which columns of object_attributes a referring / reasoning prompt names; None for other tasks."""
+    if prompt.query is None:
+        return None
+    named = named_attributes(prompt.query)
+    return torch.tensor([name in named for name in ATTRIBUTE_VOCABULARIES], dtype=torch.bool)
+
+
 def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int], seen_before: bool,
-                  speed_unit: float) -> FrameTarget:
+                  speed_unit: float, named: torch.Tensor | None) -> FrameTarget:
     masks = torch.from_numpy(clip.masks[t, objects]) if objects else torch.zeros(0, *clip.masks.shape[2:],
                                                                                    dtype=torch.bool)
     return FrameTarget(masks=masks, prompt_index=torch.tensor(prompt_index, dtype=torch.long),
                        attributes=object_attributes(clip, objects),
-                       kinematics=object_kinematics(clip, objects, t, seen_before, speed_unit))
+                       kinematics=object_kinematics(clip, objects, t, seen_before, speed_unit),
+                       named_attributes=named)
 
 
 def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskPrompt:
@@ -134,6 +144,7 @@ def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, visu
     referring = prompt.kind in ("referring", "reasoning")
     shown = tuple(range(len(clip.objects))) if referring and referring_negatives else prompt.targets
     targets, ids, entities = [], [], []
+    named = attributes_named(prompt)
     for t in frames:
         visible = _visible(clip, t, shown)
         if referring:
@@ -143,7 +154,7 @@ def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, visu
             entities.append(tuple(name for name in prompt.classes if prompt.classes.index(name) in index))
         else:
             index = [prompt.targets.index(i) for i in visible]
-        targets.append(_frame_target(clip, t, visible, index, t > start, speed_unit))
+        targets.append(_frame_target(clip, t, visible, index, t > start, speed_unit, named))
         ids.append(torch.tensor(visible, dtype=torch.long))
     region_frame = None
     if prompt.kind == "visual":

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of an auxiliary CE that makes E_P of a referring or reasoning sample predict its "
                              "referent's attributes through the attribute head; needs --refer-attribute-match"
                              + NEW_RUNS_ONLY)
+    parser.add_argument("--prompt-attribute-named-only", action="store_true",
+                        help="ask that CE only for the attributes the expression names, in its target phrase or "
+                             "through its anchor; needs --prompt-attribute-weight" + NEW_RUNS_ONLY)
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
@@ -127,6 +130,10 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
         if not args.refer_attribute_match:
             raise ValueError("--prompt-attribute-weight needs --refer-attribute-match")
         cfg.loss = replace(cfg.loss, prompt_attribute_weight=args.prompt_attribute_weight)
+    if args.prompt_attribute_named_only:
+        if not args.prompt_attribute_weight:
+            raise ValueError("--prompt-attribute-named-only needs --prompt-attribute-weight")
+        cfg.loss = replace(cfg.loss, prompt_attribute_named_only=True)
     if args.kinematics_weight:
         cfg.loss = replace(cfg.loss, kinematics_weight=args.kinematics_weight)
         cfg.predictor = replace(cfg.predictor, kinematics_head=True)

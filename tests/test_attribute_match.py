@@ -113,6 +113,38 @@ def test_prompt_attribute_loss_by_hand_and_its_flags():
     assert chosen.loss.prompt_attribute_weight == 2 and chosen.predictor.refer_attribute_match
 
 
+def test_prompt_attribute_loss_named_only_by_hand():
+    """With prompt_attribute_named_only, each attribute's CE counts only the samples whose prompt names it: sample 0
+    names attribute 0, sample 1 both, so attribute 0 averages both samples' CEs and attribute 1 has sample 1's only.
+    A batch whose prompts name nothing gives None; targets without the mask count every attribute."""
+    cfg = PredictorConfig(attribute_classes=(2, 3), refer_attribute_match=True)
+    criterion = HyperSegLoss(LossConfig(prompt_attribute_weight=1.0, prompt_attribute_named_only=True), cfg)
+    described = torch.tensor([[[0.5, -0.5, 1.0, 0.0, 2.0]], [[1.0, 3.0, 0.0, 2.0, 0.0]]])
+    masks = torch.zeros(1, 4, 4)
+    targets = [FrameTarget(masks, torch.tensor([REFERRED]), attributes=torch.tensor([[1, 2]]),
+                           named_attributes=torch.tensor([True, False])),
+               FrameTarget(masks, torch.tensor([REFERRED]), attributes=torch.tensor([[0, 1]]),
+                           named_attributes=torch.tensor([True, True]))]
+    output = PredictorOutput(layers=[], instance=torch.zeros(2, 3, 4), boxes=torch.zeros(2, 3, 4),
+                             described=described)
+    ce = torch.nn.functional.cross_entropy
+    first = ce(described[:, 0, :2], torch.tensor([1, 0]))
+    second = ce(described[1:, 0, 2:], torch.tensor([1]))
+    got = criterion._prompt_attribute_loss(output, targets, ["referring", "reasoning"])
+    assert torch.allclose(got, (first + second) / 2)
+    unnamed = [dataclasses.replace(t, named_attributes=torch.tensor([False, False])) for t in targets]
+    assert criterion._prompt_attribute_loss(output, unnamed, ["referring", "reasoning"]) is None
+    every = [dataclasses.replace(t, named_attributes=None) for t in targets]
+    both = (first + ce(described[:, 0, 2:], torch.tensor([2, 1]))) / 2
+    assert torch.allclose(criterion._prompt_attribute_loss(output, every, ["referring", "reasoning"]), both)
+    args = ["--preset", "tiny", "--attribute-weight", "1", "--refer-attribute-match", "--prompt-attribute-named-only"]
+    with pytest.raises(ValueError, match="--prompt-attribute-weight"):
+        run_config(build_parser().parse_args(args))
+    chosen = run_config(build_parser().parse_args(args + ["--prompt-attribute-weight", "2"]))
+    assert chosen.loss.prompt_attribute_named_only
+    assert not run_config(build_parser().parse_args(args[:-1])).loss.prompt_attribute_named_only
+
+
 def test_eval_refuses_a_match_weight_for_a_model_without_the_match(tmp_path, capsys):
     """`eval --attribute-match-weight` on a checkpoint without the attribute match would change nothing: a clear
     error before any clip is evaluated."""

@@ -193,6 +193,26 @@ def test_referring_targets_show_the_referent_among_negatives(negatives):
     assert negatives == any(len(ids) > 1 for ids in sample.object_ids)
 
 
+def test_referring_targets_name_the_attributes_the_expression_names():
+    """The mask of named attributes holds the target phrase's attributes, and for "same colour (shape) as" also the
+    colour (shape) that the anchor gives; generic samples carry none."""
+    columns = list(ATTRIBUTE_VOCABULARIES)
+    seen = set()
+    for seed in range(6):
+        clip = make_clip(seed, "train")
+        for prompt in clip.prompts:
+            named = sample_from_prompt(clip, prompt, 0, 1, VisualPromptConfig()).targets[0].named_attributes
+            if prompt.query is None:
+                assert named is None
+                continue
+            expected = {name for name, _ in prompt.query.target}
+            if prompt.query.name in ("reasoning.same_colour", "reasoning.same_shape"):
+                expected.add(prompt.query.name.split("_")[-1])
+                seen.add(prompt.query.name)
+            assert {columns[i] for i in named.nonzero().flatten().tolist()} == expected, prompt.text
+    assert seen == {"reasoning.same_colour", "reasoning.same_shape"}
+
+
 def test_train_keeps_the_checkpoints_asked_for_and_refuses_steps_it_will_not_reach(tmp_path, capsys):
     out = tmp_path / "run"
     small = ["--preset", "tiny", "--image-batch", "1", "--clip-batch", "1", "--clip-frames", "2", "--frame-size", "64",

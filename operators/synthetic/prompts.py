@@ -10,7 +10,7 @@ import numpy as np
 from .clip import Clip, Descriptor, Prompt, Query
 from .config import WorldConfig
 from .predicates import Facts, resolve_facts
-from .templates import GENERIC_SUBKINDS, QUERIES, Fields, QuerySpec
+from .templates import GENERIC_SUBKINDS, QUERIES, SHARED_WITH_ANCHOR, Fields, QuerySpec
 from .vocab import ATTRIBUTE_ORDER
 
 
@@ -29,6 +29,12 @@ def phrase(descriptor: Descriptor) -> str:
     """Words for a descriptor, e.g. "small red circle"."""
     noun, adjectives = phrase_parts(descriptor)
     return " ".join([*adjectives, noun])
+
+
+def named_attributes(query: Query) -> frozenset[str]:
+    """The referent's attributes a query names: those of its target phrase, and those it shares with its anchor
+    (SHARED_WITH_ANCHOR)."""
+    return frozenset(name for name, _ in query.target) | frozenset(SHARED_WITH_ANCHOR.get(query.name, ()))
 
 
 def _enumerate(words: list[str]) -> str:

@@ -24,6 +24,9 @@ COLOURLESS_ANCHORS: tuple[Fields, ...] = (("shape",), ("size", "shape"), ("textu
                                           ("size", "texture", "shape"))
 SHAPELESS_ANCHORS: tuple[Fields, ...] = (("colour",), ("size", "colour"), ("texture", "colour"),
                                          ("size", "texture", "colour"))
+# What a query says about its referent through the anchor, beyond the target phrase: "the circle with the same
+# colour as the star" names the circle's colour without saying it.
+SHARED_WITH_ANCHOR: dict[str, Fields] = {"reasoning.same_colour": ("colour",), "reasoning.same_shape": ("shape",)}
 
 
 @dataclass(frozen=True)
