@@ -106,7 +106,7 @@ def object_kinematics(clip: Clip, objects: list[int], t: int, seen_before: bool,
     return torch.from_numpy(kinematics).view(len(objects), KINEMATICS)
 
 
-def attributes_named(prompt: Prompt) -> torch.Tensor | None:
+def named_attribute_columns(prompt: Prompt) -> torch.Tensor | None:
     """(A,) bool: which columns of object_attributes a referring / reasoning prompt names; None for other tasks."""
     if prompt.query is None:
         return None
@@ -144,7 +144,7 @@ def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, visu
     referring = prompt.kind in ("referring", "reasoning")
     shown = tuple(range(len(clip.objects))) if referring and referring_negatives else prompt.targets
     targets, ids, entities = [], [], []
-    named = attributes_named(prompt)
+    named = named_attribute_columns(prompt)
     for t in frames:
         visible = _visible(clip, t, shown)
         if referring:
