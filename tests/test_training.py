@@ -195,7 +195,7 @@ def test_referring_targets_show_the_referent_among_negatives(negatives):
 
 def test_referring_targets_name_the_attributes_the_expression_names():
     """The mask of named attributes holds the target phrase's attributes, and for "same colour (shape) as" also the
-    colour (shape) that the anchor gives; generic samples carry none."""
+    colour (shape) that the anchor gives; generic and visual-prompt samples carry none."""
     columns = list(ATTRIBUTE_VOCABULARIES)
     seen = set()
     for seed in range(6):
