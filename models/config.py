@@ -145,6 +145,10 @@ class PredictorConfig:
     # ambiguous prompt). 1: the top pick only. More lets a consumer look past a wrong top pick, and `eval` measures
     # how often the right mask is among them.
     referring_candidates: int = 1
+    # Referring / reasoning: a candidate scoring below this (sigmoid(refer logit) x mask quality) gets an empty mask,
+    # the expression's referent taken as not in the frame (it has not entered yet, or has left). Not part of the
+    # paper; 0 = always a mask.
+    referring_absence_threshold: float = 0.0
     # Visual prompts (VOS): a query's score for an object is multiplied by (floor + IoU with the object's mask on
     # the previous frame) ** power, so the choice follows the object instead of jumping to a look-alike. Not part of
     # the paper; power 0 turns it off. Masks are compared on a continuity_grid x continuity_grid grid.

@@ -100,13 +100,16 @@ def _result(task: str, logits: torch.Tensor, chosen: torch.Tensor, scores: torch
 
 
 def referring(pred: LayerPrediction, b: int, cfg: PredictorConfig, size: tuple[int, int], task: str) -> FrameResult:
-    """The `referring_candidates` queries with the highest sigmoid(referring logit) x mask quality, best first."""
+    """The `referring_candidates` queries with the highest sigmoid(referring logit) x mask quality, best first; a
+    candidate scoring below `referring_absence_threshold` gets an empty mask (no referent in the frame)."""
     if cfg.referring_candidates < 1:
         raise ValueError(f"referring_candidates must be >= 1, got {cfg.referring_candidates}")
     logits = pred.masks[b]
     score = pred.refer[b, :, 0].sigmoid() * mask_quality(logits, cfg.mask_threshold)
     best = score.topk(min(cfg.referring_candidates, score.numel())).indices
-    return _result(task, logits, best, score[best], [None] * len(best), size, cfg.mask_threshold)
+    result = _result(task, logits, best, score[best], [None] * len(best), size, cfg.mask_threshold)
+    result.masks[score[best] < cfg.referring_absence_threshold] = False
+    return result
 
 
 def visual(pred: LayerPrediction, b: int, num_regions: int, cfg: PredictorConfig, size: tuple[int, int],

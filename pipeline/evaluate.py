@@ -33,6 +33,8 @@ PREDICTOR_OVERRIDES = {
     "continuity_floor": "visual prompts: the continuity factor's floor, (floor + IoU) ** power",
     "absence_threshold": "visual prompts: an object whose chosen query scores below this gets an empty mask",
     "identity_power": "visual prompts: weight of each object's first-frame instance embedding in the choice, 0 = off",
+    "referring_absence_threshold": "referring / reasoning: a candidate whose score (refer probability x mask "
+                                   "quality) is below this gets an empty mask",
     "attribute_match_weight": "referring / reasoning: weight of the attribute agreement in the refer logit (needs "
                               "predictor.refer_attribute_match)",
 }

@@ -108,6 +108,22 @@ def test_visual_choice_flags_turn_the_joint_assignment_the_absence_threshold_and
     assert report["vos_jf"] is not None
 
 
+def test_referring_absence_threshold_flag_empties_masks_scored_below_it(capsys):
+    """Above every possible score (scores are probabilities), every referring mask is empty: a frame then scores
+    J = 1 where the referent is out of view and 0 where it shows, so referring J is the mean over expressions of
+    their share of frames without the referent, counted here from the clips' ground truth."""
+    argv = ["--json", "--clips", "2", "--frames", "8", "--tasks", "referring", "--threads", "1",
+            "--referring-absence-threshold", "1.5"]
+    assert evaluate_command(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["referring_absence_threshold"] == 1.5
+    shares = [float(np.mean([not clip.masks[t, list(p.targets)].any() for t in range(8)]))
+              for clip in (make_clip(seed, "test", WorldConfig(num_frames=8)) for seed in (0, 1))
+              for p in clip.prompts if p.kind == "referring"]
+    assert report["referring_count"] == len(shares)
+    assert report["referring_j"] == pytest.approx(float(np.mean(shares)))
+
+
 def test_bad_eval_config_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown eval tasks"):
         EvalConfig(tasks=("colouring",))

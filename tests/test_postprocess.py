@@ -49,6 +49,26 @@ def test_referring_returns_the_asked_candidates_best_first_by_refer_score_times_
         referring(pred, 0, PredictorConfig(referring_candidates=0), (4, 4), "referring")
 
 
+def test_referring_candidates_below_the_absence_threshold_get_empty_masks():
+    """Sure masks (quality 1) with refer logits 0 and -2: scores 0.5 and sigmoid(-2) = 0.12. A threshold of 0.3
+    empties the second candidate only, 0.6 both (the referent taken as not in the frame); the chosen queries and
+    their scores are still reported, and 0 keeps every mask."""
+    left, right = torch.zeros(4, 4, dtype=torch.bool), torch.zeros(4, 4, dtype=torch.bool)
+    left[:, :2], right[:, 2:] = True, True
+    pred = LayerPrediction(masks=_logits(left, right), refer=torch.tensor([[[0.0], [-2.0]]]),
+                           classes=torch.zeros(1, 2, 2), regions=torch.zeros(1, 2, 2))
+    kept = referring(pred, 0, PredictorConfig(referring_candidates=2), (4, 4), "reasoning")
+    assert kept.masks.flatten(1).any(1).tolist() == [True, True]
+    for threshold, present in ((0.3, [True, False]), (0.6, [False, False])):
+        cfg = PredictorConfig(referring_candidates=2, referring_absence_threshold=threshold)
+        result = referring(pred, 0, cfg, (4, 4), "reasoning")
+        assert result.masks.flatten(1).any(1).tolist() == present
+        assert result.query_indices.tolist() == kept.query_indices.tolist() == [0, 1]
+        assert torch.equal(result.scores, kept.scores)
+    assert torch.equal(referring(pred, 0, PredictorConfig(referring_absence_threshold=0.3), (4, 4),
+                                 "referring").masks[0], left)
+
+
 def test_continuity_is_floor_plus_iou_to_the_power_and_one_without_a_previous_mask():
     cfg = PredictorConfig(continuity_grid=4, continuity_floor=0.1, continuity_power=2.0)
     left, top = torch.zeros(4, 4, dtype=torch.bool), torch.zeros(4, 4, dtype=torch.bool)
