@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refer-attribute-match", action="store_true",
                         help="add the attributes' agreement between each query and the prompt (both read by the "
                              "attribute head) to the refer logit; needs --attribute-weight" + NEW_RUNS_ONLY)
+    parser.add_argument("--attribute-match-weight", type=float,
+                        help="weight of that agreement in the refer logit while training (default: the preset's, 1); "
+                             "config.json keeps it, so inference uses it too unless changed there; needs "
+                             "--refer-attribute-match" + NEW_RUNS_ONLY)
     parser.add_argument("--prompt-attribute-weight", type=float, default=0.0,
                         help="weight of an auxiliary CE that makes E_P of a referring or reasoning sample predict its "
                              "referent's attributes through the attribute head; needs --refer-attribute-match"
@@ -126,6 +130,10 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
         if not args.attribute_weight:
             raise ValueError("--refer-attribute-match needs the attribute head: give --attribute-weight too")
         cfg.predictor = replace(cfg.predictor, refer_attribute_match=True)
+    if args.attribute_match_weight is not None:
+        if not args.refer_attribute_match:
+            raise ValueError("--attribute-match-weight needs --refer-attribute-match")
+        cfg.predictor = replace(cfg.predictor, attribute_match_weight=args.attribute_match_weight)
     if args.prompt_attribute_weight:
         if not args.refer_attribute_match:
             raise ValueError("--prompt-attribute-weight needs --refer-attribute-match")

@@ -118,6 +118,12 @@ def test_command_line_choices_reach_the_run_config():
     assert default.loss.kinematics_weight == 0 and not default.predictor.kinematics_head
     kinematics = run_config(build_parser().parse_args(["--preset", "tiny", "--kinematics-weight", "2"]))
     assert kinematics.loss.kinematics_weight == 2 and kinematics.predictor.kinematics_head
+    assert default.predictor.attribute_match_weight == 1.0 and not default.predictor.refer_attribute_match
+    match = run_config(build_parser().parse_args(["--preset", "tiny", "--attribute-weight", "1",
+                                                  "--refer-attribute-match", "--attribute-match-weight", "3"]))
+    assert match.predictor.refer_attribute_match and match.predictor.attribute_match_weight == 3.0
+    with pytest.raises(ValueError, match="--attribute-match-weight needs --refer-attribute-match"):
+        run_config(build_parser().parse_args(["--preset", "tiny", "--attribute-match-weight", "3"]))
     assert default.predictor.relation_layers == 0
     relations = run_config(build_parser().parse_args(["--preset", "tiny", "--relation-layers", "2"]))
     assert relations.predictor.relation_layers == 2
