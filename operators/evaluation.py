@@ -7,6 +7,8 @@ separate streams (each with its own temporal state), exactly as the pipeline run
   generic                panoptic PQ and semantic mIoU (background as a class) over every frame
   image                  gIoU / cIoU of the expressions one frame can answer, each on the frame that shows its target
                          best, from a fresh state (no temporal context)
+`language_picks` says what the first referring / reasoning mask covered on each frame (`pick_outcome`), as shares
+of the frames: whether a miss is the wrong object, an empty mask or a mask where the referent is out of view.
 When the predictor returns several referring candidates (`PredictorConfig.referring_candidates` > 1), the headline
 scores the first, and the oracle scores (as SAM's paper reports for its multimask output) the candidate with the
 highest IoU against the ground truth on each frame: how good the choice could be among the masks the model makes.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -71,6 +74,7 @@ class _Tallies:
     language: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "referring/<subkind>", ...
     language_novelty: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "seen" / "novel"
     language_oracle: JFAccumulator = field(default_factory=JFAccumulator)  # best candidate per frame (see module doc)
+    picks: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))  # `pick_outcome`s
     visual: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "visual/<mode>"
     image: dict[str, IoUAccumulator] = field(default_factory=dict)  # "all" and per kind
     image_oracle: IoUAccumulator = field(default_factory=IoUAccumulator)
@@ -105,12 +109,28 @@ def _oracle(masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return masks[int(np.argmax([iou(mask, gt) for mask in masks]))]
 
 
+def pick_outcome(mask: np.ndarray, objects: np.ndarray, targets: tuple[int, ...]) -> str:
+    """What a referring / reasoning pick (H, W) did on one frame, given every object's mask on it (N, H, W) and the
+    referent's indices: with the referent in view, the pick covers the referent ("referent"; the object it overlaps
+    most is one of `targets`), another object ("other_object") or no object ("no_object"), or it is empty ("empty");
+    with the referent out of view, it is empty ("absent_empty", the right answer) or not ("absent_mask")."""
+    if not objects[list(targets)].any():
+        return "absent_mask" if mask.any() else "absent_empty"
+    if not mask.any():
+        return "empty"
+    overlaps = (objects & mask).reshape(len(objects), -1).sum(1)
+    if not overlaps.any():
+        return "no_object"
+    return "referent" if int(np.argmax(overlaps)) in targets else "other_object"
+
+
 def _score_frame(tallies: _Tallies, clip: Clip, t: int, stream: _Stream, result: FrameResult) -> None:
     prompt, masks = stream.prompt, result.masks.cpu().numpy()
     kind = f"{prompt.kind}/{prompt.subkind}"
     if prompt.kind in ("referring", "reasoning"):
         gt = _target_mask(clip, t, prompt)
         tallies.language.add_frame(stream.name, kind, masks[0], gt)
+        tallies.picks[prompt.kind][pick_outcome(masks[0], clip.masks[t], prompt.targets)] += 1
         tallies.language_novelty.add_frame(stream.name, "novel" if novelty(prompt, clip) else "seen", masks[0], gt)
         if len(masks) > 1:
             tallies.language_oracle.add_frame(stream.name, kind, _oracle(masks, gt), gt)
@@ -217,6 +237,8 @@ def _summary(tallies: _Tallies, cfg: EvalConfig) -> dict[str, object]:
                           **{k: v for k, v in visual.items() if k != ALL_KINDS},
                           **{f"image/{k}": {"giou": acc.giou, "ciou": acc.ciou, "count": acc.count}
                              for k, acc in sorted(tallies.image.items()) if k != ALL_KINDS}}
+    result["language_picks"] = {task: {outcome: n / sum(counts.values()) for outcome, n in sorted(counts.items())}
+                                for task, counts in sorted(tallies.picks.items())}
     result["novelty_jf"] = {k: v["jf"] for k, v in _jf_summary(tallies.language_novelty).items() if k != ALL_KINDS}
     result["panoptic_pq_per_class"] = dict(sorted(tallies.panoptic.per_class().items()))
     result["frames"] = tallies.frames

@@ -113,6 +113,8 @@ def main(argv: list[str]) -> int:
     for kind, row in report["per_kind"].items():  # type: ignore[union-attr]
         score = row.get("jf", row.get("giou"))
         print(f"  {kind:28s} {_fmt(score)}  (n={row['count']})")
+    for task, shares in report["language_picks"].items():  # type: ignore[union-attr]
+        print(f"  {task} picks: " + "  ".join(f"{outcome} {share:.3f}" for outcome, share in shares.items()))
     for name, row in report.get("ablations", {}).items():  # type: ignore[union-attr]
         print(f"  {name:20s} " + "  ".join(f"{k} {_fmt(v)}" for k, v in row.items()))
     return 0

@@ -15,7 +15,7 @@ import torch
 
 from models.checkpoint import load_default_model
 from models.video_predictor import HyperSegVideoPredictor
-from operators.evaluation import EvalConfig, _oracle, ablations, evaluate, overridden
+from operators.evaluation import EvalConfig, _oracle, ablations, evaluate, overridden, pick_outcome
 from operators.frame_codec import decode_jpeg, encode_jpeg
 from operators.synthetic import WorldConfig, make_clip
 from pipeline.evaluate import main as evaluate_command
@@ -50,6 +50,10 @@ def test_json_has_every_headline_metric_in_range(report):
     assert report["referring_count"] > 0 and report["vos_count"] > 0
     assert all(0.0 <= row.get("jf", row.get("giou")) <= 1.0 for row in report["per_kind"].values())
     assert any(kind.startswith("reasoning/") for kind in report["per_kind"])
+    assert set(report["language_picks"]) == {"referring", "reasoning"}
+    for shares in report["language_picks"].values():
+        assert set(shares) <= {"referent", "other_object", "no_object", "empty", "absent_empty", "absent_mask"}
+        assert sum(shares.values()) == pytest.approx(1.0)
 
 
 @pytest.mark.slow
@@ -167,6 +171,25 @@ def test_oracle_takes_the_candidate_with_the_highest_iou():
     wider[2, :] = True  # IoU 4/12
     assert np.array_equal(_oracle(np.stack([none, wider, half, wide]), gt), half)  # the first of the 0.5 ties
     assert np.array_equal(_oracle(np.stack([none, wider]), gt), wider)
+
+
+def test_pick_outcome_says_which_object_a_referring_mask_covers():
+    """Three 1-pixel-wide objects in a 4x4 frame, the referent object 1; picks built by hand."""
+    objects = np.zeros((3, 4, 4), dtype=bool)
+    objects[0, 0, :], objects[1, 1, :], objects[2, 2, :] = True, True, True
+    pick = np.zeros((4, 4), dtype=bool)
+    assert pick_outcome(pick, objects, (1,)) == "empty"
+    pick[3, 0] = True  # on no object
+    assert pick_outcome(pick, objects, (1,)) == "no_object"
+    pick[1, :2] = True  # two pixels of the referent
+    assert pick_outcome(pick, objects, (1,)) == "referent"
+    pick[0, :3] = True  # three pixels of object 0: it overlaps that one most
+    assert pick_outcome(pick, objects, (1,)) == "other_object"
+    assert pick_outcome(pick, objects, (0, 1)) == "referent"  # several referents: any of them
+    gone = objects.copy()
+    gone[1] = False  # the referent out of view
+    assert pick_outcome(pick, gone, (1,)) == "absent_mask"
+    assert pick_outcome(np.zeros_like(pick), gone, (1,)) == "absent_empty"
 
 
 def test_referring_candidates_flag_adds_oracle_scores_and_keeps_the_headline(capsys):
