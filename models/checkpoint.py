@@ -95,9 +95,11 @@ def read_config(directory: str | Path) -> HyperSegConfig:
     return HyperSegConfig.from_dict(meta["config"])
 
 
-def load_checkpoint(directory: str | Path, device: str = "cpu", strict: bool = True) -> tuple[HyperSeg, LoadReport]:
-    """Build the model from the directory's config and load its weights; `strict` raises on any gap."""
-    cfg = read_config(directory)
+def load_checkpoint(directory: str | Path, device: str = "cpu", strict: bool = True,
+                    cfg: HyperSegConfig | None = None) -> tuple[HyperSeg, LoadReport]:
+    """Build the model from the directory's config (or `cfg`, e.g. the same with a head added) and load its weights;
+    `strict` raises on any gap."""
+    cfg = cfg or read_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"{weights.parent} has no {WEIGHTS_FILE}")

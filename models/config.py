@@ -127,6 +127,15 @@ class LanguageModelConfig:
         return int(self.hf_config["hidden_size"])
 
 
+@dataclass(frozen=True)
+class MotionConfig:
+    """How models/motion.py follows a referring stream's candidate objects over frames."""
+
+    grid: int = 32  # masks are linked on a grid x grid raster
+    link_iou: float = 0.3  # a mask continues the track it overlaps most when their IoU reaches this
+    speed_unit: float = 0.045  # velocities in this fraction of the shorter side per frame (the world's top speed)
+
+
 @dataclass
 class PredictorConfig:
     """Mask2Former masked-attention decoder driven by the LLM's mask tokens, and its heads."""
@@ -188,6 +197,13 @@ class PredictorConfig:
     # refer_attribute_match). `train` leaves it at 1; a different value at inference trusts what the text side names
     # more (or less) than the learned dot product. Tuned on the validation split (`eval --attribute-match-weight`).
     attribute_match_weight: float = 1.0
+    # Not in the paper: a linear head on E_P says which motion the expression asks for (one weight per entry of
+    # models/motion.py's descriptor), and the refer logit adds motion_match_weight x (w . d - the best w . d of the
+    # frame's queries), d each query's descriptor measured from its masks over the stream's frames. One frame's query
+    # states cannot tell how their object moves; the masks over frames can. False: no head, no term.
+    motion_head: bool = False
+    motion_match_weight: float = 1.0
+    motion: MotionConfig = field(default_factory=MotionConfig)
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
@@ -243,6 +259,9 @@ class LossConfig:
     # Not in the paper: that CE only on the attributes the expression names, in its target phrase or through its
     # anchor ("the same colour as the star"); the others are left to the refer losses. False: all four.
     prompt_attribute_named_only: bool = False
+    # Not in the paper: CE over a referring / reasoning frame's objects of what the motion head asks (E_P) dotted with
+    # each object's motion descriptor (PredictorConfig.motion_head), the referent the target. 0 = off.
+    motion_weight: float = 0.0
     text_weight: float = 1.0
     instance_weight: float = 1.0
     no_object_weight: float = 0.1
@@ -263,6 +282,9 @@ class HyperSegConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     # Module prefixes kept frozen in training (the paper freezes both vision encoders; peft freezes the base LLM).
     frozen: tuple[str, ...] = ("vision.tower", "pyramid.backbone")
+    # When set, only the parameters under these prefixes train, everything else is frozen: a head added to a trained
+    # model learns on its features without changing them (`train --init --train-only`).
+    trained_only: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -92,9 +92,11 @@ class HyperSeg(nn.Module):
         self.apply_frozen()
 
     def apply_frozen(self) -> None:
-        """Freeze the configured prefixes; everything else keeps peft's choice (LoRA only, in the LLM)."""
+        """Freeze the configured prefixes (with `trained_only`, all but those); everything else keeps peft's choice
+        (LoRA only, in the LLM)."""
+        only = self.cfg.trained_only
         for name, param in self.named_parameters():
-            if name.startswith(self.cfg.frozen):
+            if name.startswith(self.cfg.frozen) or (only and not name.startswith(only)):
                 param.requires_grad_(False)
 
     def trainable_parameters(self) -> int:

@@ -38,6 +38,9 @@ class FrameTarget:
     # (A,) bool: the attribute columns a referring / reasoning prompt names (LossConfig.prompt_attribute_named_only);
     # None: all of them
     named_attributes: torch.Tensor | None = None
+    # (K, MOTION_FEATURES) each object's motion descriptor on this frame, from its masks since the clip's first frame
+    # (models/motion.py), for the motion head
+    motion: torch.Tensor | None = None
 
 
 Matching = list[tuple[torch.Tensor, torch.Tensor]]  # per sample: (query indices, target indices)
@@ -169,7 +172,27 @@ class HyperSegLoss(nn.Module):
                             else None)
         if prompt_attribute is not None:
             totals["prompt_attribute"] = prompt_attribute * self.cfg.prompt_attribute_weight
+        motion = self._motion_loss(output, targets, tasks) if self.cfg.motion_weight else None
+        if motion is not None:
+            totals["motion"] = motion * self.cfg.motion_weight
         return totals, final_matches
+
+    @staticmethod
+    def _motion_loss(output: PredictorOutput, targets: list[FrameTarget], tasks: list[str]) -> torch.Tensor | None:
+        """CE over the objects of each referring / reasoning frame of (E_P's motion weights . each object's motion
+        descriptor), the referents the targets (mean over them), mean over the frames with a referent and another
+        object; None when none has."""
+        if output.wanted_motion is None:
+            raise ValueError("motion_weight > 0 needs the motion head (PredictorConfig.motion_head)")
+        terms = []
+        for b, (target, task) in enumerate(zip(targets, tasks)):
+            if task not in ("referring", "reasoning") or target.motion is None or len(target.motion) < 2:
+                continue
+            referred = target.prompt_index == REFERRED
+            if referred.any():
+                logits = target.motion.to(output.wanted_motion) @ output.wanted_motion[b, 0]
+                terms.append(-logits.float().log_softmax(0)[referred.to(logits.device)].mean())
+        return torch.stack(terms).mean() if terms else None
 
     def _prompt_attribute_loss(self, output: PredictorOutput, targets: list[FrameTarget], tasks: list[str]
                                ) -> torch.Tensor | None:

@@ -9,6 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from models.config import PredictorConfig
+from models.motion import MotionTracks
 from models.predictor import LayerPrediction
 from models.prompts import TaskPrompt
 
@@ -24,6 +25,9 @@ class FrameResult:
     track_ids: list[int | None]
     query_indices: torch.Tensor  # which predictor query each object came from
     semantic: torch.Tensor | None = None  # (H, W) class index per pixel, -1 = none (semantic mode)
+    # Referring / reasoning with the motion head: the objects the stream follows into the next frame (its state keeps
+    # them, `video_predictor.finish_frame`)
+    motion_tracks: MotionTracks | None = None
     entities: tuple[str, ...] = field(default_factory=tuple)  # names the LLM recognised (generic tasks)
 
     def __len__(self) -> int:
@@ -79,9 +83,13 @@ class Followed:
 
     masks: torch.Tensor | None = None  # (R, grid, grid) bool: each object's previous mask (`continuity`)
     identity: torch.Tensor | None = None  # (R, E) unit: each object's instance embedding on the first frame
+    # Referring / reasoning with the motion head: the objects followed so far (kept on the CPU) and this frame's index
+    tracks: MotionTracks | None = None
+    frame: int = 0
 
     def to(self, device: torch.device | str) -> "Followed":
-        return Followed(*(None if t is None else t.to(device) for t in (self.masks, self.identity)))
+        masks, identity = (None if t is None else t.to(device) for t in (self.masks, self.identity))
+        return Followed(masks, identity, self.tracks, self.frame)
 
 
 def distinct_queries(scores: torch.Tensor) -> torch.Tensor:
@@ -99,13 +107,16 @@ def _result(task: str, logits: torch.Tensor, chosen: torch.Tensor, scores: torch
                        query_indices=chosen)
 
 
-def referring(pred: LayerPrediction, b: int, cfg: PredictorConfig, size: tuple[int, int], task: str) -> FrameResult:
-    """The `referring_candidates` queries with the highest sigmoid(referring logit) x mask quality, best first; a
-    candidate scoring below `referring_absence_threshold` gets an empty mask (no referent in the frame)."""
+def referring(pred: LayerPrediction, b: int, cfg: PredictorConfig, size: tuple[int, int], task: str,
+              motion: torch.Tensor | None = None) -> FrameResult:
+    """The `referring_candidates` queries with the highest sigmoid(referring logit [+ `motion`, the motion term
+    (Q,)]) x mask quality, best first; a candidate scoring below `referring_absence_threshold` gets an empty mask (no
+    referent in the frame)."""
     if cfg.referring_candidates < 1:
         raise ValueError(f"referring_candidates must be >= 1, got {cfg.referring_candidates}")
     logits = pred.masks[b]
-    score = pred.refer[b, :, 0].sigmoid() * mask_quality(logits, cfg.mask_threshold)
+    refer = pred.refer[b, :, 0] if motion is None else pred.refer[b, :, 0] + motion.to(pred.refer)
+    score = refer.sigmoid() * mask_quality(logits, cfg.mask_threshold)
     best = score.topk(min(cfg.referring_candidates, score.numel())).indices
     result = _result(task, logits, best, score[best], [None] * len(best), size, cfg.mask_threshold)
     result.masks[score[best] < cfg.referring_absence_threshold] = False
@@ -200,11 +211,12 @@ def semantic(pred: LayerPrediction, b: int, classes: tuple[str, ...], cfg: Predi
 
 def postprocess(pred: LayerPrediction, b: int, prompt: TaskPrompt, cfg: PredictorConfig,
                 size: tuple[int, int], followed: Followed | None = None,
-                instance: torch.Tensor | None = None) -> FrameResult:
-    """Dispatch on the task (and the generic mode); `followed` and `instance` are used by visual prompts only."""
+                instance: torch.Tensor | None = None, motion: torch.Tensor | None = None) -> FrameResult:
+    """Dispatch on the task (and the generic mode); `followed` and `instance` are used by visual prompts, `motion`
+    (the motion term of each query) by referring ones."""
     with torch.no_grad():
         if prompt.task in ("referring", "reasoning"):
-            return referring(pred, b, cfg, size, prompt.task)
+            return referring(pred, b, cfg, size, prompt.task, motion)
         if prompt.task == "visual":
             return visual(pred, b, len(prompt.regions), cfg, size, followed, instance)
         if prompt.task == "vis":

@@ -12,6 +12,7 @@ positions are learned. Heads on every decoder layer's queries (deep supervision)
   boxes       normalised (cx, cy, w, h)
   attributes  (optional, training) logits of each query's object attributes, one slice per attribute
   kinematics  (optional, training) each query's object centre and velocity (units: FrameTarget.kinematics)
+and, optionally, on E_P: the weight the expression puts on each entry of a query's motion descriptor (models/motion.py)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 
 from models.config import PredictorConfig
 from models.mask2former_init import init_mask2former_parts
+from models.motion import MOTION_FEATURES
 from models.pyramid_encoder import PixelFeatures
 from models.relation import QueryRelations
 
@@ -52,6 +54,7 @@ class PredictorOutput:
     instance: torch.Tensor  # (B, Q, E)
     boxes: torch.Tensor  # (B, Q, 4)
     described: torch.Tensor | None = None  # (B, P, sum(attribute_classes)) E_P's attribute logits (attribute match)
+    wanted_motion: torch.Tensor | None = None  # (B, P, MOTION_FEATURES) E_P's weight on each motion descriptor entry
 
     @property
     def final(self) -> LayerPrediction:
@@ -126,6 +129,7 @@ class SegmentationPredictor(nn.Module):
         if cfg.refer_attribute_match and self.attribute_head is None:
             raise ValueError("refer_attribute_match needs the attribute head (PredictorConfig.attribute_classes)")
         self.kinematics_head = nn.Linear(cfg.hidden_dim, KINEMATICS) if cfg.kinematics_head else None
+        self.motion_head = nn.Linear(cfg.hidden_dim, MOTION_FEATURES) if cfg.motion_head else None
 
     def _memory(self, pixel: PixelFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Size]]:
         """Flatten the three scales into (HW, B, C) keys with sine positions and level embeddings."""
@@ -172,4 +176,5 @@ class SegmentationPredictor(nn.Module):
             ))
         last = out.intermediate_hidden_states[-1].transpose(0, 1)
         return PredictorOutput(layers=layers, instance=self.instance_head(last), boxes=self.box_head(last).sigmoid(),
-                               described=described)
+                               described=described,
+                               wanted_motion=self.motion_head(prompts) if self.motion_head is not None else None)

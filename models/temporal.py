@@ -18,6 +18,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from models.motion import MotionTracks
+
 STATE_VERSION = 1
 _META_KEY = "__meta__"
 
@@ -62,6 +64,7 @@ class StreamState:
     previous_masks: torch.Tensor | None = None  # (R, g, g) bool, visual prompts: each object's last mask on a grid
     identity: torch.Tensor | None = None  # (R, E) unit, visual prompts: each object's query embedding, first frame
     tracker: TrackerState = field(default_factory=TrackerState)
+    motion: MotionTracks | None = None  # referring with the motion head: the candidate objects followed so far
     version: int = STATE_VERSION
 
     def push_prompts(self, prompts: torch.Tensor, window: int) -> torch.Tensor:
@@ -97,6 +100,9 @@ class StreamState:
                 tensors[name] = value.detach().cpu().clone().contiguous()
         for name in ("embeddings", "ids", "labels", "misses"):
             tensors[f"tracker.{name}"] = getattr(self.tracker, name).detach().cpu().clone().contiguous()
+        if self.motion is not None:
+            tensors["motion.rows"] = self.motion.rows.clone().contiguous()
+            tensors["motion.masks"] = self.motion.masks.clone().contiguous()
         tensors[_META_KEY] = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
         return st_save(tensors)
 
@@ -113,5 +119,7 @@ class StreamState:
             embeddings=tensors.pop("tracker.embeddings"), ids=tensors.pop("tracker.ids"),
             labels=tensors.pop("tracker.labels"), misses=tensors.pop("tracker.misses"), next_id=meta["next_id"],
         )
+        motion = (MotionTracks(tensors.pop("motion.rows"), tensors.pop("motion.masks")) if "motion.rows" in tensors
+                  else None)
         return cls(prompt_key=meta["prompt_key"], frame_index=meta["frame_index"], entities=tuple(meta["entities"]),
-                   tracker=tracker, **tensors)
+                   tracker=tracker, motion=motion, **tensors)

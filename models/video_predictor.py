@@ -20,7 +20,10 @@ from torch import nn
 
 from models.config import HyperSegConfig
 from models.hyperseg import HyperSeg, VLLMRequest
-from models.postprocess import Followed, FrameResult, on_grid, postprocess
+from models import motion
+from models.motion import MotionTracks
+from models.postprocess import Followed, FrameResult, mask_quality, on_grid, postprocess
+from models.predictor import PredictorOutput
 from models.prompts import TaskPrompt
 from models.temporal import StreamState
 from models.tracker import associate
@@ -92,8 +95,12 @@ def pool_prompts(state: StreamState, cfg: HyperSegConfig) -> torch.Tensor:
 def followed(state: StreamState, prompt: TaskPrompt, cfg: HyperSegConfig) -> Followed | None:
     """What the visual-prompt choice follows (`postprocess.visual`): each object's mask on the previous frame, or
     on the prompt frame every grid cell its region touches (continuity); each object's instance embedding from the
-    stream's first frame, from the second frame on (identity). None for other tasks or with both off."""
+    stream's first frame, from the second frame on (identity). For a referring prompt with the motion head, the
+    objects followed so far (`models.motion`). None for other tasks or with all of them off."""
     p = cfg.predictor
+    if prompt.task in ("referring", "reasoning") and p.motion_head:
+        tracks = state.motion if state.motion is not None else MotionTracks.empty(p.motion.grid)
+        return Followed(tracks=tracks, frame=state.frame_index)
     if prompt.task != "visual" or (p.continuity_power == 0 and p.identity_power == 0):
         return None
     masks = None
@@ -109,6 +116,8 @@ def finish_frame(cfg: HyperSegConfig, result: FrameResult, instance: torch.Tenso
     `instance` (N, E), what the visual-prompt choice follows on the next frames (each object's mask, and its chosen
     query's embedding on the first frame), entity names, frame count."""
     result.entities = state.entities
+    if result.motion_tracks is not None:
+        state.motion = result.motion_tracks
     if prompt.task == "visual" and cfg.predictor.continuity_power != 0:
         state.previous_masks = on_grid(result.masks, cfg.predictor.continuity_grid) > 0.5
     if prompt.task == "visual" and cfg.predictor.identity_power != 0 and state.identity is None:
@@ -188,9 +197,24 @@ class HyperSegVideoPredictor:
         device = prediction.final.masks.device
         for b, (prompt, size, before) in enumerate(zip(task_prompts, sizes, follow)):
             before = None if before is None else before.to(device)
-            result = postprocess(prediction.final, b, prompt, self.cfg.predictor, size, before, prediction.instance[b])
+            term, tracks = self._motion(prediction, b, size, before)
+            result = postprocess(prediction.final, b, prompt, self.cfg.predictor, size, before, prediction.instance[b],
+                                 term)
+            result.motion_tracks = tracks
             outputs.append((result, prediction.instance[b][result.query_indices]))
         return outputs
+
+    def _motion(self, prediction: PredictorOutput, b: int, size: tuple[int, int], before: Followed | None
+                ) -> tuple[torch.Tensor | None, MotionTracks | None]:
+        """A referring stream's motion term (Q,) on this frame and the objects it follows into the next; (None,
+        None) without the motion head."""
+        if before is None or before.tracks is None or prediction.wanted_motion is None:
+            return None, None
+        p = self.cfg.predictor
+        logits = prediction.final.masks[b].detach().float().cpu()
+        descriptors, tracks = motion.follow(before.tracks, logits.sigmoid() > p.mask_threshold,
+                                            mask_quality(logits, p.mask_threshold), before.frame, size, p.motion)
+        return motion.motion_term(prediction.wanted_motion[b, 0], descriptors, p.motion_match_weight), tracks
 
 
 def as_frame_tensor(frame: torch.Tensor | np.ndarray) -> torch.Tensor:

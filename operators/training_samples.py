@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from models import motion
 from models.config import VisualPromptConfig
 from models.losses import NOT_REFERRED, REFERRED, FrameTarget
 from models.predictor import KINEMATICS
@@ -106,6 +107,23 @@ def object_kinematics(clip: Clip, objects: list[int], t: int, seen_before: bool,
     return torch.from_numpy(kinematics).view(len(objects), KINEMATICS)
 
 
+def object_motion(clip: Clip, objects: list[int], t: int, speed_unit: float) -> torch.Tensor:
+    """(K, MOTION_FEATURES) each object's motion descriptor on frame t, followed from the clip's first frame on its
+    masks' centroids (models/motion.py, as a stream follows its candidates' masks at inference)."""
+    size = clip.frames.shape[1:3]
+    rows = []
+    for i in objects:
+        seen = [s for s in range(t + 1) if clip.visible_px[s, i] > 0]
+        centres = motion.centroids(torch.from_numpy(clip.masks[seen, i]), size)
+        row = motion.start(seen[0], centres[0])
+        for frame, centre in zip(seen[1:], centres[1:]):
+            row = motion.advance(row, frame, centre)
+        rows.append(row)
+    if not rows:
+        return torch.zeros(0, motion.MOTION_FEATURES)
+    return motion.describe(torch.stack(rows), size, speed_unit)
+
+
 def named_attribute_columns(prompt: Prompt) -> torch.Tensor | None:
     """(A,) bool: which columns of object_attributes a referring / reasoning prompt names; None for other tasks."""
     if prompt.query is None:
@@ -121,7 +139,7 @@ def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int
     return FrameTarget(masks=masks, prompt_index=torch.tensor(prompt_index, dtype=torch.long),
                        attributes=object_attributes(clip, objects),
                        kinematics=object_kinematics(clip, objects, t, seen_before, speed_unit),
-                       named_attributes=named)
+                       named_attributes=named, motion=object_motion(clip, objects, t, speed_unit))
 
 
 def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskPrompt:

@@ -37,6 +37,8 @@ PREDICTOR_OVERRIDES = {
                                    "quality) is below this gets an empty mask",
     "attribute_match_weight": "referring / reasoning: weight of the attribute agreement in the refer logit (needs "
                               "predictor.refer_attribute_match)",
+    "motion_match_weight": "referring / reasoning: weight of the motion term in the refer logit (needs "
+                           "predictor.motion_head)",
 }
 
 
@@ -84,6 +86,9 @@ def main(argv: list[str]) -> int:
     if args.attribute_match_weight is not None and not model.cfg.predictor.refer_attribute_match:
         parser.error(f"--attribute-match-weight: {model_id} has no attribute match (predictor.refer_attribute_match "
                      "is false), so the weight would change nothing")
+    if args.motion_match_weight is not None and not model.cfg.predictor.motion_head:
+        parser.error(f"--motion-match-weight: {model_id} has no motion head (predictor.motion_head is false), so the "
+                     "weight would change nothing")
     for name in PREDICTOR_OVERRIDES:
         if getattr(args, name) is not None:
             setattr(model.cfg.predictor, name, getattr(args, name))

@@ -21,7 +21,9 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from models.build import build_hyperseg
+from models.checkpoint import LoadReport, load_checkpoint, read_config
 from models.config import HyperSegConfig
+from models.hyperseg import HyperSeg
 from models.presets import PRESETS, preset_config
 from models.sequence import literal_text
 from models.tokenizer import fit_bpe_tokenizer
@@ -106,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-attribute-named-only", action="store_true",
                         help="ask that CE only for the attributes the expression names, in its target phrase or "
                              "through its anchor; needs --prompt-attribute-weight" + NEW_RUNS_ONLY)
+    parser.add_argument("--motion-weight", type=float, default=0.0,
+                        help="weight of an auxiliary CE that makes a head on E_P of a referring or reasoning sample "
+                             "say how its referent moves (adds the motion head, whose term the refer logit adds at "
+                             "inference, models/motion.py; default 0: no head)" + NEW_RUNS_ONLY)
+    parser.add_argument("--init", metavar="CHECKPOINT",
+                        help="start a new run from this checkpoint's weights and config (the preset and the flags that "
+                             "shape the model are not read; --motion-weight and --train-only are)")
+    parser.add_argument("--train-only", nargs="+", default=[], metavar="PREFIX",
+                        help="train only the parameters under these prefixes, e.g. predictor.motion_head with --init"
+                             + NEW_RUNS_ONLY)
     parser.add_argument("--lora-only", action="store_true",
                         help="train only LoRA in the LLM (default: the base LLM too; tiny has no pretraining)")
     parser.add_argument("--checkpoint-every-s", type=float, default=300.0)
@@ -148,7 +160,31 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
     if args.relation_layers < 0:
         raise ValueError(f"--relation-layers must be 0 or more, got {args.relation_layers}")
     cfg.predictor = replace(cfg.predictor, relation_layers=args.relation_layers)
+    return with_motion_and_scope(cfg, args)
+
+
+def with_motion_and_scope(cfg: HyperSegConfig, args: argparse.Namespace) -> HyperSegConfig:
+    """`cfg` with the motion head and loss (--motion-weight) and what trains (--train-only); the two flags that
+    also apply to an --init run."""
+    if args.motion_weight:
+        cfg.loss = replace(cfg.loss, motion_weight=args.motion_weight)
+        cfg.predictor = replace(cfg.predictor, motion_head=True)
+    cfg.trained_only = tuple(args.train_only)
     return cfg
+
+
+def initial_model(args: argparse.Namespace, device: str) -> HyperSeg:
+    """--init: the checkpoint's model with this command's motion head and scope; only parameters that train may be
+    missing from the checkpoint (a new head), so nothing frozen is left at random."""
+    cfg = with_motion_and_scope(read_config(args.init), args)
+    model, report = load_checkpoint(args.init, device=device, strict=False, cfg=cfg)
+    trained = {name for name, param in model.named_parameters() if param.requires_grad}
+    gaps = LoadReport(missing=[name for name in report.missing if name not in trained],
+                      unexpected=report.unexpected, mismatched=report.mismatched)
+    if not gaps.complete:
+        raise ValueError(f"--init {args.init}: the checkpoint does not fit this run's model beyond new heads that "
+                         f"train:\n{gaps.summary()}")
+    return model
 
 
 def sample_config(args: argparse.Namespace) -> SampleConfig:
@@ -208,6 +244,8 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.resume:
         trainer = Trainer.resume(args.resume, optim, device=device)
+    elif args.init:
+        trainer = Trainer(initial_model(args, device), optim)
     else:
         cfg = run_config(args)
         tokenizer = fitted_tokenizer(cfg, samples.world) if cfg.language.tokenizer == "fitted" else None
