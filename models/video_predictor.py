@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from models import motion
 from models.config import HyperSegConfig
 from models.hyperseg import HyperSeg, VLLMRequest
-from models import motion
 from models.motion import MotionTracks
 from models.postprocess import Followed, FrameResult, mask_quality, on_grid, postprocess
 from models.predictor import PredictorOutput
