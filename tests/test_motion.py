@@ -47,10 +47,9 @@ def test_centroids_in_units_of_the_shorter_side():
 
 
 def test_descriptor_by_hand():
-    """An object seen on frames 2, 3 and 5, moving 3 px right per frame then 2 px down on the last two frames (one
-    step of 4 px over two frames): mean velocity (6 + 0, 4) / 3 frames, mean speed (3 + 3 + 4) / 3... per frame in
-    pixels, last speed 2 px per frame (4 px over 2 frames), nearest edge and the velocity towards it, and a late
-    start."""
+    """An object seen on frames 2, 3 and 5: 3 px right by frame 3, then 4 px down by frame 5 (2 px per frame). In
+    pixels per frame: mean velocity (3, 4) / 3 frames, mean speed (3 + 4) / 3, last speed 2; its nearest edge (the
+    bottom, 10 px away) and the last velocity towards it; a late start."""
     start = torch.tensor([10.0, 50.0]) / 64
     row = motion.start(2, start)
     row = motion.advance(row, 3, start + torch.tensor([3.0, 0.0]) / 64)
