@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from models.config import MotionConfig
+from models.mask_grid import on_grid, pairwise_iou
 
 # Columns of a track row.
 FIRST_FRAME, LAST_FRAME, FIRST_X, FIRST_Y, LAST_X, LAST_Y, PATH, STEP_X, STEP_Y = range(9)
@@ -45,7 +45,7 @@ def centroids(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, h, w) masks (bool or probabilities) of a (H, W) frame -> (N, 2) centre of mass x, y in units of the
     shorter side (NaN for an empty mask)."""
     height, width = size
-    count, h, w = masks.shape
+    h, w = masks.shape[1:]
     weights = masks.float().flatten(1)
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h * height
     xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w * width
@@ -104,14 +104,6 @@ def motion_term(wanted: torch.Tensor, descriptors: torch.Tensor, weight: float) 
     return weight * (fit - fit.max())
 
 
-def _iou(masks: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """(N, g, g) and (M, g, g) bool -> (N, M) IoU."""
-    a, b = masks.flatten(1).float(), others.flatten(1).float()
-    intersection = a @ b.T
-    union = a.sum(1, keepdim=True) + b.sum(1) - intersection
-    return intersection / union.clamp(min=1.0)
-
-
 def follow(tracks: MotionTracks, masks: torch.Tensor, quality: torch.Tensor, frame: int, size: tuple[int, int],
            cfg: MotionConfig) -> tuple[torch.Tensor, MotionTracks]:
     """This frame's query masks (Q, h, w) bool with their quality (Q,) -> each query's descriptor (Q,
@@ -121,10 +113,10 @@ def follow(tracks: MotionTracks, masks: torch.Tensor, quality: torch.Tensor, fra
     one; an empty mask gets zeros. Each continued track keeps its best-quality query's mask; masks that continue
     nothing become new tracks (best quality first; one overlapping a kept mask adds none); tracks no mask
     continues end."""
-    grid = nn.functional.adaptive_avg_pool2d(masks.float().unsqueeze(0), cfg.grid)[0] > 0.5
+    grid = on_grid(masks, cfg.grid) > 0.5
     centres = centroids(masks, size)
     present = grid.flatten(1).any(1) & ~centres.isnan().any(1)
-    overlap = _iou(grid, tracks.masks) if len(tracks.rows) else torch.zeros(len(grid), 0)
+    overlap = pairwise_iou(grid, tracks.masks) if len(tracks.rows) else torch.zeros(len(grid), 0)
     linked = overlap.max(1) if overlap.shape[1] else None
     rows = torch.zeros(len(grid), TRACK_COLUMNS)
     owner = torch.full((len(grid),), -1, dtype=torch.long)
@@ -141,7 +133,7 @@ def follow(tracks: MotionTracks, masks: torch.Tensor, quality: torch.Tensor, fra
         keep_rows.append(rows[best])
         keep_masks.append(grid[best])
     for q in (present & (owner < 0)).nonzero().flatten()[quality[present & (owner < 0)].argsort(descending=True)]:
-        if keep_masks and _iou(grid[q:q + 1], torch.stack(keep_masks)).max() >= cfg.link_iou:
+        if keep_masks and pairwise_iou(grid[q:q + 1], torch.stack(keep_masks)).max() >= cfg.link_iou:
             continue
         keep_rows.append(rows[q])
         keep_masks.append(grid[q])

@@ -9,6 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from models.config import PredictorConfig
+from models.mask_grid import on_grid, pairwise_iou
 from models.motion import MotionTracks
 from models.predictor import LayerPrediction
 from models.prompts import TaskPrompt
@@ -49,11 +50,6 @@ def mask_quality(mask_logits: torch.Tensor, threshold: float) -> torch.Tensor:
     return (probs * binary).flatten(1).sum(-1) / binary.flatten(1).sum(-1).clamp(min=1.0)
 
 
-def on_grid(masks: torch.Tensor, grid: int) -> torch.Tensor:
-    """(N, h, w) masks or probabilities of any size -> (N, grid, grid) mean over each grid cell."""
-    return nn.functional.adaptive_avg_pool2d(masks.float().unsqueeze(0), grid)[0]
-
-
 def continuity(mask_logits: torch.Tensor, previous: torch.Tensor, cfg: PredictorConfig) -> torch.Tensor:
     """(Q, h, w) mask logits and the objects' masks on the previous frame (R, grid, grid) -> (Q, R) score factor
     (floor + soft IoU) ** power; 1 for an object whose previous mask is empty (nothing to follow).
@@ -61,12 +57,9 @@ def continuity(mask_logits: torch.Tensor, previous: torch.Tensor, cfg: Predictor
     The IoU is soft: each query's mask probabilities, averaged per grid cell, against the binary previous mask. A
     query that covers the object with probabilities just under the mask threshold then still counts as following
     it; binarised, it would score 0 and lose to a confident look-alike elsewhere."""
-    current = on_grid(mask_logits.sigmoid(), cfg.continuity_grid).flatten(1)
-    before = previous.flatten(1).float()
-    intersection = current @ before.T
-    union = current.sum(1, keepdim=True) + before.sum(1) - intersection
-    factor = (cfg.continuity_floor + intersection / union.clamp(min=1.0)) ** cfg.continuity_power
-    return torch.where(before.sum(1) > 0, factor, torch.ones_like(factor))
+    current = on_grid(mask_logits.sigmoid(), cfg.continuity_grid)
+    factor = (cfg.continuity_floor + pairwise_iou(current, previous)) ** cfg.continuity_power
+    return torch.where(previous.flatten(1).any(1), factor, torch.ones_like(factor))
 
 
 def identity(instance: torch.Tensor, anchors: torch.Tensor, cfg: PredictorConfig) -> torch.Tensor:

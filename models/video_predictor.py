@@ -21,8 +21,9 @@ from torch import nn
 from models import motion
 from models.config import HyperSegConfig
 from models.hyperseg import HyperSeg, VLLMRequest
+from models.mask_grid import on_grid
 from models.motion import MotionTracks
-from models.postprocess import Followed, FrameResult, mask_quality, on_grid, postprocess
+from models.postprocess import Followed, FrameResult, mask_quality, postprocess
 from models.predictor import PredictorOutput
 from models.prompts import TaskPrompt
 from models.temporal import StreamState

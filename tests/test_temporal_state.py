@@ -8,7 +8,7 @@ import torch
 from models.build import build_tiny
 from models.prompts import TaskPrompt
 from models.temporal import StreamState, TemporalAdapter, TrackerState
-from models.postprocess import on_grid
+from models.mask_grid import on_grid
 from models.video_predictor import HyperSegVideoPredictor, followed
 
 
