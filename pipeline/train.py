@@ -234,6 +234,8 @@ def _bar_text(result: StepResult, samples_per_s: float) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.resume and args.init:
+        build_parser().error("--resume continues a run and --init starts a new one from a checkpoint: give one")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

@@ -25,6 +25,7 @@ from operators.synthetic import make_clip
 from operators.training_samples import object_motion
 from pipeline.evaluate import main as evaluate_command
 from pipeline.train import build_parser, initial_model, run_config
+from pipeline.train import main as train_command
 
 SIZE = (64, 64)  # frame (H, W); masks below are drawn at this size, so one pixel is 1/64 of the shorter side
 UNIT = 1 / 64  # speed_unit of one pixel per frame
@@ -199,6 +200,15 @@ def test_init_trains_only_the_new_head(tmp_path):
         initial_model(frozen, "cpu")
     saved = save_checkpoint(model, tmp_path / "with-head")
     assert load_checkpoint(saved)[0].cfg.predictor.motion_head
+
+
+def test_train_refuses_init_together_with_resume(tmp_path, capsys):
+    """Each names a checkpoint to start from; taking one silently would train something the command did not say."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train_command(["--init", str(tmp_path / "a"), "--resume", str(tmp_path / "b"), "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "give one" in capsys.readouterr().err and not out.exists()
 
 
 def test_eval_refuses_a_motion_weight_for_a_model_without_the_head(tmp_path, capsys):
