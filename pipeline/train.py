@@ -3,7 +3,8 @@
 Writes `<out>/latest/` (a loadable checkpoint plus optimiser/schedule/RNG state) every `--checkpoint-every-s`
 seconds and at the end, `<out>/step-N/` after each step N of `--keep-steps` (for a learning curve), and
 `<out>/log.jsonl` (one line of loss parts per logged step). `--resume <out>/latest` continues a run exactly where it
-stopped. Uses the GPU when there is one (`--device auto`).
+stopped: the log keeps each step once and `elapsed_s` counts the training time of all its parts. Uses the GPU when
+there is one (`--device auto`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from models.hyperseg import HyperSeg
 from models.presets import PRESETS, preset_config
 from models.sequence import literal_text
 from models.tokenizer import fit_bpe_tokenizer
-from models.training import OptimConfig, StepResult, Trainer, pick_device
+from models.training import TRAIN_CONFIG_FILE, OptimConfig, StepResult, Trainer, pick_device
 from operators.synthetic import WorldConfig, split_texts
 from operators.training_samples import SampleConfig, TaskMix, attribute_classes, batch_for_step
 from pipeline.training_plot import SHORT_NAMES
@@ -218,6 +219,14 @@ class _StopRequest:
         self.requested = True
 
 
+def _continue_log(log_path: Path, step: int) -> None:
+    """Drop the lines of steps at or after `step`: a run stopped after its last checkpoint had logged steps that the
+    resumed run takes again, and the log should hold each step once."""
+    if log_path.exists():
+        lines = log_path.read_text().splitlines(keepends=True)
+        log_path.write_text("".join(line for line in lines if json.loads(line)["step"] < step))
+
+
 def fitted_tokenizer(cfg: HyperSegConfig, world: WorldConfig) -> PreTrainedTokenizerFast:
     """A BPE fitted on what the model will read: its templates (once per clip, as often as a model reads them) and the
     training split's expressions and class names (never the held-out ones, which stay spelt from pieces)."""
@@ -258,6 +267,12 @@ def main(argv: list[str]) -> int:
         trainer = Trainer(model, optim)
     extra = {"samples": json.loads(json.dumps(asdict(samples))), "command": ["hyperseg-stream", "train", *argv],
              "device": device}
+    earlier_s = 0.0  # `elapsed_s` counts the run's training time over all its resumes
+    if args.resume:
+        earlier = json.loads((Path(args.resume) / TRAIN_CONFIG_FILE).read_text())
+        earlier_s = float(earlier.get("elapsed_s", 0.0))
+        extra["resumed_at_steps"] = [*earlier.get("resumed_at_steps", []), trainer.step_index]
+        _continue_log(out / LOG_FILE, trainer.step_index)
     if late := [n for n in args.keep_steps if not trainer.step_index < n <= args.steps]:
         build_parser().error(f"--keep-steps {late} must lie after the run's first step ({trainer.step_index}) and at "
                              f"or before --steps ({args.steps})")
@@ -272,8 +287,9 @@ def main(argv: list[str]) -> int:
             step = trainer.step_index
             result = trainer.train_step(batch_for_step(samples, args.seed, step))
             seen += result.samples
-            elapsed = time.monotonic() - started
-            bar.set_postfix(_bar_text(result, seen / elapsed), refresh=False)
+            this_run_s = time.monotonic() - started
+            bar.set_postfix(_bar_text(result, seen / this_run_s), refresh=False)
+            elapsed = earlier_s + this_run_s
             bar.update(1)
             if trainer.step_index in args.keep_steps:
                 trainer.save(out / f"step-{trainer.step_index}", {**extra, "elapsed_s": elapsed})
@@ -284,8 +300,9 @@ def main(argv: list[str]) -> int:
             if time.monotonic() - last_save >= args.checkpoint_every_s:
                 _save_latest(trainer, out, {**extra, "elapsed_s": elapsed})
                 last_save = time.monotonic()
-    elapsed = time.monotonic() - started
-    _save_latest(trainer, out, {**extra, "elapsed_s": elapsed})
+    this_run_s = time.monotonic() - started
+    _save_latest(trainer, out, {**extra, "elapsed_s": earlier_s + this_run_s})
     stopped = " (stopped on request; --resume continues it)" if stop.requested else ""
-    print(f"done: {trainer.step_index} steps in {elapsed / 60:.1f} min{stopped}; checkpoint {out / LATEST}")
+    in_all = f" ({(earlier_s + this_run_s) / 60:.1f} min in all)" if args.resume else ""
+    print(f"done: {trainer.step_index} steps in {this_run_s / 60:.1f} min{in_all}{stopped}; checkpoint {out / LATEST}")
     return 0

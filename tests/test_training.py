@@ -3,6 +3,7 @@ resume from a checkpoint (model, optimiser, schedule, RNG)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,7 @@ from models.checkpoint import load_checkpoint
 from models.config import VisualPromptConfig
 from models.losses import NOT_REFERRED, REFERRED
 from models.presets import preset_config
-from models.training import TRAINING_STATE_FILE, OptimConfig, Trainer, WarmupCosine
+from models.training import TRAIN_CONFIG_FILE, TRAINING_STATE_FILE, OptimConfig, Trainer, WarmupCosine
 from operators.synthetic import WorldConfig, make_clip
 from operators.synthetic.vocab import ATTRIBUTE_VOCABULARIES
 from operators.training_samples import (TEMPORAL_SUBKINDS, SampleConfig, TaskMix, attribute_classes, batch_for_step,
@@ -230,3 +231,19 @@ def test_train_keeps_the_checkpoints_asked_for_and_refuses_steps_it_will_not_rea
     with pytest.raises(SystemExit) as stop:
         train_main([*small, "--resume", str(out / "latest"), "--steps", "4", "--keep-steps", "2", "3"])
     assert stop.value.code == 2 and "--keep-steps [2]" in capsys.readouterr().err
+
+
+def test_a_resumed_train_logs_each_step_once_and_counts_all_its_time(tmp_path):
+    """A run stopped after its last checkpoint had logged steps that the resumed run takes again (here step 2 of a run
+    resumed from its step-2 checkpoint): the log keeps the new line only, and `elapsed_s` goes on from the first part."""
+    out = tmp_path / "run"
+    small = ["--preset", "tiny", "--image-batch", "1", "--clip-batch", "1", "--clip-frames", "2", "--frame-size", "64",
+             "--log-every", "1", "--out", str(out)]
+    assert train_main([*small, "--steps", "3", "--keep-steps", "2"]) == 0
+    first_part_s = json.loads((out / "step-2" / TRAIN_CONFIG_FILE).read_text())["elapsed_s"]
+    assert train_main([*small, "--resume", str(out / "step-2"), "--steps", "4"]) == 0
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 1, 2, 3]
+    assert rows[2]["elapsed_s"] >= round(first_part_s, 1)
+    latest = json.loads((out / "latest" / TRAIN_CONFIG_FILE).read_text())
+    assert latest["resumed_at_steps"] == [2] and latest["elapsed_s"] > first_part_s
