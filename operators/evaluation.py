@@ -8,7 +8,8 @@ separate streams (each with its own temporal state), exactly as the pipeline run
   image                  gIoU / cIoU of the expressions one frame can answer, each on the frame that shows its target
                          best, from a fresh state (no temporal context)
 `language_picks` says what the first referring / reasoning mask covered on each frame (`pick_outcome`), as shares
-of the frames: whether a miss is the wrong object, an empty mask or a mask where the referent is out of view.
+of the frames: whether a miss is the wrong object (the anchor the expression names, or another), an empty mask or a
+mask where the referent is out of view; `language_picks_per_kind` says it per expression kind.
 When the predictor returns several referring candidates (`PredictorConfig.referring_candidates` > 1), the headline
 scores the first, and the oracle scores (as SAM's paper reports for its multimask output) the candidate with the
 highest IoU against the ground truth on each frame: how good the choice could be among the masks the model makes.
@@ -31,7 +32,7 @@ from models.postprocess import FrameResult
 from models.video_predictor import FrameRequest, HyperSegVideoPredictor
 from operators.metrics import (ALL_KINDS, IoUAccumulator, JFAccumulator, PanopticAccumulator, SemanticAccumulator,
                                iou)
-from operators.synthetic import Clip, Prompt, WorldConfig, make_clip, novelty
+from operators.synthetic import Clip, Prompt, WorldConfig, anchors, make_clip, novelty
 from operators.training_samples import TEMPORAL_SUBKINDS, jpeg_coded, task_prompt
 
 TASKS = ("referring", "reasoning", "visual", "generic", "image")
@@ -74,7 +75,8 @@ class _Tallies:
     language: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "referring/<subkind>", ...
     language_novelty: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "seen" / "novel"
     language_oracle: JFAccumulator = field(default_factory=JFAccumulator)  # best candidate per frame (see module doc)
-    picks: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))  # `pick_outcome`s
+    # `pick_outcome`s per task ("referring") and per kind ("referring/spatial")
+    picks: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     visual: JFAccumulator = field(default_factory=JFAccumulator)  # kinds "visual/<mode>"
     image: dict[str, IoUAccumulator] = field(default_factory=dict)  # "all" and per kind
     image_oracle: IoUAccumulator = field(default_factory=IoUAccumulator)
@@ -88,12 +90,16 @@ class _Tallies:
 class _Stream:
     prompt: Prompt
     name: str
+    anchors: tuple[int, ...] = ()  # referring / reasoning: the objects the expression's anchor describes
 
 
-def _streams(clip: Clip, tasks: tuple[str, ...]) -> list[_Stream]:
+def _streams(clip: Clip, tasks: tuple[str, ...], world: WorldConfig) -> list[_Stream]:
     streams = []
     for i, prompt in enumerate(clip.prompts):
-        if prompt.kind in ("referring", "reasoning", "visual") and prompt.kind in tasks:
+        if prompt.kind in ("referring", "reasoning") and prompt.kind in tasks:
+            named = anchors(prompt.query, clip, world) if prompt.query is not None else ()
+            streams.append(_Stream(prompt, f"{clip.seed}/{i}", named))
+        elif prompt.kind == "visual" and "visual" in tasks:
             streams.append(_Stream(prompt, f"{clip.seed}/{i}"))
         elif prompt.kind == "generic" and "generic" in tasks and prompt.subkind in SCORED_GENERIC_MODES:
             streams.append(_Stream(prompt, f"{clip.seed}/{i}"))
@@ -109,11 +115,13 @@ def _oracle(masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return masks[int(np.argmax([iou(mask, gt) for mask in masks]))]
 
 
-def pick_outcome(mask: np.ndarray, objects: np.ndarray, targets: tuple[int, ...]) -> str:
-    """What a referring / reasoning pick (H, W) did on one frame, given every object's mask on it (N, H, W) and the
-    referent's indices: with the referent in view, the pick covers the referent ("referent"; the object it overlaps
-    most is one of `targets`), another object ("other_object") or no object ("no_object"), or it is empty ("empty");
-    with the referent out of view, it is empty ("absent_empty", the right answer) or not ("absent_mask")."""
+def pick_outcome(mask: np.ndarray, objects: np.ndarray, targets: tuple[int, ...], anchors: tuple[int, ...] = ()
+                 ) -> str:
+    """What a referring / reasoning pick (H, W) did on one frame, given every object's mask on it (N, H, W), the
+    referent's indices and those of the anchor the expression names: with the referent in view, the pick covers the
+    referent ("referent"; the object it overlaps most is one of `targets`), the anchor ("anchor"), another object
+    ("other_object") or no object ("no_object"), or it is empty ("empty"); with the referent out of view, it is empty
+    ("absent_empty", the right answer) or not ("absent_mask")."""
     if not objects[list(targets)].any():
         return "absent_mask" if mask.any() else "absent_empty"
     if not mask.any():
@@ -121,7 +129,8 @@ def pick_outcome(mask: np.ndarray, objects: np.ndarray, targets: tuple[int, ...]
     overlaps = (objects & mask).reshape(len(objects), -1).sum(1)
     if not overlaps.any():
         return "no_object"
-    return "referent" if int(np.argmax(overlaps)) in targets else "other_object"
+    most = int(np.argmax(overlaps))
+    return "referent" if most in targets else "anchor" if most in anchors else "other_object"
 
 
 def _score_frame(tallies: _Tallies, clip: Clip, t: int, stream: _Stream, result: FrameResult) -> None:
@@ -130,7 +139,9 @@ def _score_frame(tallies: _Tallies, clip: Clip, t: int, stream: _Stream, result:
     if prompt.kind in ("referring", "reasoning"):
         gt = _target_mask(clip, t, prompt)
         tallies.language.add_frame(stream.name, kind, masks[0], gt)
-        tallies.picks[prompt.kind][pick_outcome(masks[0], clip.masks[t], prompt.targets)] += 1
+        outcome = pick_outcome(masks[0], clip.masks[t], prompt.targets, stream.anchors)
+        for key in (prompt.kind, kind):
+            tallies.picks[key][outcome] += 1
         tallies.language_novelty.add_frame(stream.name, "novel" if novelty(prompt, clip) else "seen", masks[0], gt)
         if len(masks) > 1:
             tallies.language_oracle.add_frame(stream.name, kind, _oracle(masks, gt), gt)
@@ -237,8 +248,10 @@ def _summary(tallies: _Tallies, cfg: EvalConfig) -> dict[str, object]:
                           **{k: v for k, v in visual.items() if k != ALL_KINDS},
                           **{f"image/{k}": {"giou": acc.giou, "ciou": acc.ciou, "count": acc.count}
                              for k, acc in sorted(tallies.image.items()) if k != ALL_KINDS}}
-    result["language_picks"] = {task: {outcome: n / sum(counts.values()) for outcome, n in sorted(counts.items())}
-                                for task, counts in sorted(tallies.picks.items())}
+    shares = {key: {outcome: n / sum(counts.values()) for outcome, n in sorted(counts.items())}
+              for key, counts in sorted(tallies.picks.items())}
+    result["language_picks"] = {key: row for key, row in shares.items() if "/" not in key}
+    result["language_picks_per_kind"] = {key: row for key, row in shares.items() if "/" in key}
     result["novelty_jf"] = {k: v["jf"] for k, v in _jf_summary(tallies.language_novelty).items() if k != ALL_KINDS}
     result["panoptic_pq_per_class"] = dict(sorted(tallies.panoptic.per_class().items()))
     result["frames"] = tallies.frames
@@ -253,7 +266,7 @@ def evaluate(predictor: HyperSegVideoPredictor, cfg: EvalConfig) -> dict[str, ob
         clip = make_clip(seed, cfg.split, cfg.world)
         if cfg.jpeg_quality is not None:
             clip = jpeg_coded(clip, cfg.jpeg_quality)
-        streams = _streams(clip, cfg.tasks)
+        streams = _streams(clip, cfg.tasks, cfg.world)
         if streams:
             _run_video(predictor, clip, streams, cfg, tallies)
         if "image" in cfg.tasks:

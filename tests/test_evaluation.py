@@ -51,8 +51,11 @@ def test_json_has_every_headline_metric_in_range(report):
     assert all(0.0 <= row.get("jf", row.get("giou")) <= 1.0 for row in report["per_kind"].values())
     assert any(kind.startswith("reasoning/") for kind in report["per_kind"])
     assert set(report["language_picks"]) == {"referring", "reasoning"}
-    for shares in report["language_picks"].values():
-        assert set(shares) <= {"referent", "other_object", "no_object", "empty", "absent_empty", "absent_mask"}
+    kinds = {kind for kind in report["per_kind"] if kind.startswith(("referring/", "reasoning/"))}
+    assert set(report["language_picks_per_kind"]) == kinds
+    for shares in [*report["language_picks"].values(), *report["language_picks_per_kind"].values()]:
+        assert set(shares) <= {"referent", "anchor", "other_object", "no_object", "empty", "absent_empty",
+                               "absent_mask"}
         assert sum(shares.values()) == pytest.approx(1.0)
 
 
@@ -186,6 +189,8 @@ def test_pick_outcome_says_which_object_a_referring_mask_covers():
     pick[0, :3] = True  # three pixels of object 0: it overlaps that one most
     assert pick_outcome(pick, objects, (1,)) == "other_object"
     assert pick_outcome(pick, objects, (0, 1)) == "referent"  # several referents: any of them
+    assert pick_outcome(pick, objects, (1,), anchors=(0,)) == "anchor"  # object 0 is the one the expression names
+    assert pick_outcome(pick, objects, (1,), anchors=(2,)) == "other_object"
     gone = objects.copy()
     gone[1] = False  # the referent out of view
     assert pick_outcome(pick, gone, (1,)) == "absent_mask"

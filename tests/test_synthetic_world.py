@@ -12,8 +12,8 @@ import pytest
 
 from models.config import VisualPromptConfig
 from operators.prompt_spec import Region
-from operators.synthetic import (Clip, WorldConfig, held_out, iter_split, make_background_clip, make_clip, novelty,
-                                 resolve, vocabulary)
+from operators.synthetic import (Clip, WorldConfig, anchors, held_out, iter_split, make_background_clip, make_clip,
+                                 novelty, resolve, vocabulary)
 from operators.synthetic.predicates import DIRECTIONS, SPATIAL_DIRECTIONS
 from operators.synthetic.templates import QUERIES, VISUAL_MODES
 from operators.synthetic.vocab import COLOURS, SHAPES, SIZES, TEXTURES
@@ -127,6 +127,26 @@ def test_attribute_words_name_exactly_one_object(clips: dict[str, list[Clip]]) -
             assert matching == list(prompt.targets), prompt.text
             checked += 1
     assert checked > 0
+
+
+def test_the_anchor_is_the_one_object_the_expression_names_beside_its_referent(clips: dict[str, list[Clip]]) -> None:
+    """"the circle left of the square", "the shape with the same colour as the star": one object has every attribute
+    word of the anchor's description, it is not the referent, and for "same X as" it shares X with the referent."""
+    named = Counter()
+    for clip in all_clips(clips):
+        for prompt in language(clip):
+            found = anchors(prompt.query, clip, CONFIG)
+            if prompt.query.anchor is None:
+                assert found == ()
+                continue
+            assert len(found) == 1 and found[0] not in prompt.targets, prompt.text
+            anchor = clip.objects[found[0]]
+            assert all(value in prompt.text for _, value in prompt.query.anchor), prompt.text
+            if prompt.query.name.startswith("reasoning.same_"):
+                shared = prompt.query.name.removeprefix("reasoning.same_")
+                assert anchor.attribute(shared) == clip.objects[prompt.targets[0]].attribute(shared), prompt.text
+            named[prompt.query.name.split(".")[0]] += 1
+    assert named["spatial"] > 0 and named["reasoning"] > 0
 
 
 def test_spatial_and_direction_prompts_hold_in_the_geometry(clips: dict[str, list[Clip]]) -> None:

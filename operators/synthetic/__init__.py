@@ -4,7 +4,7 @@ boxes and prompts of every HyperSeg task kind (referring, reasoning, generic, vi
 from .clip import Clip, ObjectInfo, Prompt, Query, VisualPrompt
 from .config import MotionMix, WorldConfig
 from .corpus import split_texts
-from .predicates import resolve
+from .predicates import anchors, resolve
 from .splits import HeldOut, held_out, novelty, vocabulary
 from .world import iter_split, make_background_clip, make_clip
 

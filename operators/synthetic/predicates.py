@@ -148,6 +148,14 @@ def evaluate(facts: Facts, name: str, candidates: np.ndarray, anchor: int | None
     return facts.cache[key]
 
 
+def anchors(query: Query, clip: Clip, cfg: WorldConfig) -> tuple[int, ...]:
+    """The objects that `query`'s anchor describes ("the star" of "the shape with the same colour as the star"); () for
+    a query without one."""
+    if query.anchor is None:
+        return ()
+    return tuple(int(i) for i in np.flatnonzero(Facts.of(clip, cfg).matches(query.anchor)))
+
+
 def resolve_facts(facts: Facts, query: Query) -> tuple[int, ...]:
     """The single visible object `query` picks out, as a 1-tuple; () when it is ambiguous or picks none."""
     anchor = None
