@@ -219,12 +219,20 @@ class _StopRequest:
         self.requested = True
 
 
+def _logged_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None  # a line cut short when the run was killed
+
+
 def _continue_log(log_path: Path, step: int) -> None:
     """Drop the lines of steps at or after `step`: a run stopped after its last checkpoint had logged steps that the
     resumed run takes again, and the log should hold each step once."""
     if log_path.exists():
         lines = log_path.read_text().splitlines(keepends=True)
-        log_path.write_text("".join(line for line in lines if json.loads(line)["step"] < step))
+        kept = [line for line in lines if (logged := _logged_step(line)) is not None and logged < step]
+        log_path.write_text("".join(line if line.endswith("\n") else line + "\n" for line in kept))
 
 
 def fitted_tokenizer(cfg: HyperSegConfig, world: WorldConfig) -> PreTrainedTokenizerFast:
@@ -272,10 +280,11 @@ def main(argv: list[str]) -> int:
         earlier = json.loads((Path(args.resume) / TRAIN_CONFIG_FILE).read_text())
         earlier_s = float(earlier.get("elapsed_s", 0.0))
         extra["resumed_at_steps"] = [*earlier.get("resumed_at_steps", []), trainer.step_index]
-        _continue_log(out / LOG_FILE, trainer.step_index)
     if late := [n for n in args.keep_steps if not trainer.step_index < n <= args.steps]:
         build_parser().error(f"--keep-steps {late} must lie after the run's first step ({trainer.step_index}) and at "
                              f"or before --steps ({args.steps})")
+    if args.resume:
+        _continue_log(out / LOG_FILE, trainer.step_index)
     print(f"training {trainer.model.trainable_parameters():,} parameters on {device} for {args.steps} steps "
           f"(from step {trainer.step_index}) -> {out}")
 

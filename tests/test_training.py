@@ -235,12 +235,15 @@ def test_train_keeps_the_checkpoints_asked_for_and_refuses_steps_it_will_not_rea
 
 def test_a_resumed_train_logs_each_step_once_and_counts_all_its_time(tmp_path):
     """A run stopped after its last checkpoint had logged steps that the resumed run takes again (here step 2 of a run
-    resumed from its step-2 checkpoint): the log keeps the new line only, and `elapsed_s` goes on from the first part."""
+    resumed from its step-2 checkpoint, and a line cut short): the log keeps the new lines only, and `elapsed_s` goes on
+    from the first part."""
     out = tmp_path / "run"
     small = ["--preset", "tiny", "--image-batch", "1", "--clip-batch", "1", "--clip-frames", "2", "--frame-size", "64",
              "--log-every", "1", "--out", str(out)]
     assert train_main([*small, "--steps", "3", "--keep-steps", "2"]) == 0
     first_part_s = json.loads((out / "step-2" / TRAIN_CONFIG_FILE).read_text())["elapsed_s"]
+    with open(out / "log.jsonl", "a") as log:
+        log.write('{"step": 3, "elapsed')  # a line cut short when the run was killed
     assert train_main([*small, "--resume", str(out / "step-2"), "--steps", "4"]) == 0
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [0, 1, 2, 3]
