@@ -247,6 +247,9 @@ class LossConfig:
     # that inference makes (the BCE scores each query alone, and with one referent among Q queries it is dominated by
     # the negatives). 0 = off, as in the paper.
     refer_rank_weight: float = 0.0
+    # Not in the paper: a 2-way CE on the refer score of the referent's matched query against that of the object its
+    # expression names as the anchor ("the star" of "the same colour as the star"; FrameTarget.anchor). 0 = off.
+    refer_anchor_weight: float = 0.0
     # Not in the paper: CE of the attribute head (PredictorConfig.attribute_classes) on the matched queries, mean
     # over the attributes. 0 = off.
     attribute_weight: float = 0.0

@@ -2,7 +2,8 @@
 
 Matching and the point-sampled mask losses are transformers' Mask2Former Hungarian matcher and loss; what
 HyperSeg adds on top is written here: classification against a per-sample (open) prompt list with a no-object
-weight, the referring-score BCE (and, optionally, a top-1 ranking CE), the answer-text CE and the contrastive
+weight, the referring-score BCE (and, optionally, a top-1 ranking CE and a referent-over-anchor ranking term), the
+answer-text CE and the contrastive
 instance association between frames; optionally, an attribute CE and a kinematics L1 on the matched queries (not
 in the paper).
 """
@@ -41,6 +42,9 @@ class FrameTarget:
     # (K, MOTION_FEATURES) each object's motion descriptor on this frame, from its masks since the clip's first frame
     # (models/motion.py), for the motion head
     motion: torch.Tensor | None = None
+    # (K,) bool: the objects a referring / reasoning expression's anchor names ("the star" of "the shape with the same
+    # colour as the star"), for the anchor ranking term (LossConfig.refer_anchor_weight); None: no anchor
+    anchor: torch.Tensor | None = None
 
 
 Matching = list[tuple[torch.Tensor, torch.Tensor]]  # per sample: (query indices, target indices)
@@ -103,7 +107,7 @@ class HyperSegLoss(nn.Module):
         mask_terms = self.mask2former.loss_masks(
             layer.masks.float(), [t.masks.to(device=device, dtype=torch.float32) for t in targets], matches, num_masks
         )
-        cls_terms, refer_terms, rank_terms = [], [], []
+        cls_terms, refer_terms, rank_terms, anchor_terms = [], [], [], []
         for b, (target, task, (queries, objects)) in enumerate(zip(targets, tasks, matches)):
             if task in ("referring", "reasoning"):
                 wanted = torch.zeros_like(layer.refer[b, :, 0])
@@ -112,6 +116,9 @@ class HyperSegLoss(nn.Module):
                 refer_terms.append(nn.functional.binary_cross_entropy_with_logits(layer.refer[b, :, 0], wanted))
                 if referred.numel():
                     rank_terms.append(-layer.refer[b, :, 0].float().log_softmax(0)[referred].mean())
+                anchor = self._anchor_term(layer.refer[b, :, 0], referred, queries, objects, target)
+                if anchor is not None:
+                    anchor_terms.append(anchor)
                 continue
             logits = (layer.regions if task == "visual" else layer.classes)[b]
             background = logits.shape[-1] - 1
@@ -130,9 +137,25 @@ class HyperSegLoss(nn.Module):
             "refer": torch.stack(refer_terms).mean() * self.cfg.refer_weight if refer_terms else zero,
             **({"refer_rank": torch.stack(rank_terms).mean() * self.cfg.refer_rank_weight}
                if rank_terms and self.cfg.refer_rank_weight else {}),
+            **({"refer_anchor": torch.stack(anchor_terms).mean() * self.cfg.refer_anchor_weight}
+               if anchor_terms else {}),
             **({"attribute": attribute * self.cfg.attribute_weight} if attribute is not None else {}),
             **({"kinematics": kinematics * self.cfg.kinematics_weight} if kinematics is not None else {}),
         }
+
+    def _anchor_term(self, refer: torch.Tensor, referred: torch.Tensor, queries: torch.Tensor, objects: torch.Tensor,
+                     target: FrameTarget) -> torch.Tensor | None:
+        """softplus(anchor's refer logit - referent's), mean over the (referent, anchor) pairs of matched queries: a
+        2-way CE that the referent wins against the object its expression names beside it (the top-1 ranking CE counts
+        the anchor as one of Q negatives, and the eval finds it is the wrong pick of a fifth of the "same colour"
+        frames); None when off or the frame lacks either."""
+        if not self.cfg.refer_anchor_weight or target.anchor is None or not referred.numel():
+            return None
+        named = queries.to(refer.device)[target.anchor.to(refer.device)[objects.to(refer.device)]]
+        if not named.numel():
+            return None
+        scores = refer.float()
+        return nn.functional.softplus(scores[named][None, :] - scores[referred][:, None]).mean()
 
     def _attribute_loss(self, layer: LayerPrediction, targets: list[FrameTarget], matches: Matching
                         ) -> torch.Tensor | None:

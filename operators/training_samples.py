@@ -19,7 +19,7 @@ from models.predictor import KINEMATICS
 from models.prompts import TaskPrompt
 from models.training import TrainingSample
 from operators.frame_codec import decode_jpeg, encode_jpeg
-from operators.synthetic import Clip, Prompt, WorldConfig, make_clip
+from operators.synthetic import Clip, Prompt, WorldConfig, anchors, make_clip
 from operators.synthetic.prompts import named_attributes
 from operators.synthetic.splits import split_spec
 from operators.synthetic.vocab import ATTRIBUTE_VOCABULARIES
@@ -133,13 +133,13 @@ def named_attribute_columns(prompt: Prompt) -> torch.Tensor | None:
 
 
 def _frame_target(clip: Clip, t: int, objects: list[int], prompt_index: list[int], seen_before: bool,
-                  speed_unit: float, named: torch.Tensor | None) -> FrameTarget:
+                  speed_unit: float, named: torch.Tensor | None, anchor: torch.Tensor | None) -> FrameTarget:
     masks = torch.from_numpy(clip.masks[t, objects]) if objects else torch.zeros(0, *clip.masks.shape[2:],
                                                                                    dtype=torch.bool)
     return FrameTarget(masks=masks, prompt_index=torch.tensor(prompt_index, dtype=torch.long),
                        attributes=object_attributes(clip, objects),
                        kinematics=object_kinematics(clip, objects, t, seen_before, speed_unit),
-                       named_attributes=named, motion=object_motion(clip, objects, t, speed_unit))
+                       named_attributes=named, motion=object_motion(clip, objects, t, speed_unit), anchor=anchor)
 
 
 def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskPrompt:
@@ -154,25 +154,29 @@ def task_prompt(prompt: Prompt, clip: Clip, visual: VisualPromptConfig) -> TaskP
 
 
 def sample_from_prompt(clip: Clip, prompt: Prompt, start: int, length: int, visual: VisualPromptConfig,
-                       referring_negatives: bool = True, speed_unit: float = WorldConfig.max_speed) -> TrainingSample:
-    """Frames start .. start + length - 1 of `clip` under `prompt`, with the visible targets of each frame
-    (for referring prompts also the other visible objects, as negatives, when `referring_negatives`); velocities
-    in units of `speed_unit` (object_kinematics)."""
+                       referring_negatives: bool = True, world: WorldConfig = WorldConfig()) -> TrainingSample:
+    """Frames start .. start + length - 1 of `clip` (made under `world`) under `prompt`, with the visible targets
+    of each frame (for referring prompts also the other visible objects, as negatives, when `referring_negatives`,
+    those the expression names as its anchor marked); velocities in units of the world's max_speed
+    (object_kinematics)."""
     frames = range(start, start + length)
     referring = prompt.kind in ("referring", "reasoning")
     shown = tuple(range(len(clip.objects))) if referring and referring_negatives else prompt.targets
     targets, ids, entities = [], [], []
     named = named_attribute_columns(prompt)
+    named_anchor = anchors(prompt.query, clip, world) if prompt.query is not None else ()
     for t in frames:
         visible = _visible(clip, t, shown)
+        anchor = None
         if referring:
             index = [REFERRED if i in prompt.targets else NOT_REFERRED for i in visible]
+            anchor = torch.tensor([i in named_anchor for i in visible], dtype=torch.bool)
         elif prompt.kind == "generic":
             index = [prompt.classes.index(clip.objects[i].shape) for i in visible]
             entities.append(tuple(name for name in prompt.classes if prompt.classes.index(name) in index))
         else:
             index = [prompt.targets.index(i) for i in visible]
-        targets.append(_frame_target(clip, t, visible, index, t > start, speed_unit, named))
+        targets.append(_frame_target(clip, t, visible, index, t > start, world.max_speed, named, anchor))
         ids.append(torch.tensor(visible, dtype=torch.long))
     region_frame = None
     if prompt.kind == "visual":
@@ -201,8 +205,7 @@ def draw_sample(rng: np.random.Generator, cfg: SampleConfig, length: int) -> Tra
         start = int(rng.integers(clip.frames.shape[0] - length + 1))
         if cfg.jpeg_share and rng.random() < cfg.jpeg_share:
             clip = jpeg_coded(clip, int(rng.integers(cfg.jpeg_qualities[0], cfg.jpeg_qualities[1] + 1)))
-        return sample_from_prompt(clip, prompt, start, length, cfg.visual, cfg.referring_negatives,
-                                  cfg.world.max_speed)
+        return sample_from_prompt(clip, prompt, start, length, cfg.visual, cfg.referring_negatives, cfg.world)
 
 
 def batch_for_step(cfg: SampleConfig, seed: int, step: int) -> list[TrainingSample]:

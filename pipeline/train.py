@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refer-rank-weight", type=float,
                         help="weight of the top-1 ranking CE on the refer score (default: the preset's; 0 = off)"
                              + NEW_RUNS_ONLY)
+    parser.add_argument("--refer-anchor-weight", type=float, default=0.0,
+                        help="weight of a 2-way CE that the referent's refer score beats that of the object its "
+                             "expression names beside it (\"the star\" of \"the same colour as the star\"; default "
+                             "0: off)" + NEW_RUNS_ONLY)
     parser.add_argument("--attribute-weight", type=float, default=0.0,
                         help="weight of an auxiliary CE that makes each matched query predict its object's colour, "
                              "shape, size and texture (adds the attribute head; default 0: no head)" + NEW_RUNS_ONLY)
@@ -136,6 +140,8 @@ def run_config(args: argparse.Namespace) -> HyperSegConfig:
     cfg.language.train_base = not args.lora_only
     if args.refer_rank_weight is not None:
         cfg.loss = replace(cfg.loss, refer_rank_weight=args.refer_rank_weight)
+    if args.refer_anchor_weight:
+        cfg.loss = replace(cfg.loss, refer_anchor_weight=args.refer_anchor_weight)
     if args.attribute_weight:
         cfg.loss = replace(cfg.loss, attribute_weight=args.attribute_weight)
         cfg.predictor = replace(cfg.predictor, attribute_classes=attribute_classes())

@@ -15,15 +15,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PARTS = ("total", "mask", "dice", "class", "refer", "refer_rank", "text", "instance", "attribute", "prompt_attribute",
-         "kinematics", "motion")
+PARTS = ("total", "mask", "dice", "class", "refer", "refer_rank", "refer_anchor", "text", "instance", "attribute",
+         "prompt_attribute", "kinematics", "motion")
 COLOURS = {"total": (20, 20, 20), "mask": (200, 60, 40), "dice": (40, 120, 220), "class": (40, 170, 60),
-           "refer": (180, 60, 180), "refer_rank": (60, 60, 220), "text": (0, 160, 200),
-           "instance": (120, 120, 120), "attribute": (150, 80, 255), "prompt_attribute": (90, 140, 90),
-           "kinematics": (255, 160, 0), "motion": (0, 200, 120)}  # BGR
+           "refer": (180, 60, 180), "refer_rank": (60, 60, 220), "refer_anchor": (220, 60, 120),
+           "text": (0, 160, 200), "instance": (120, 120, 120), "attribute": (150, 80, 255),
+           "prompt_attribute": (90, 140, 90), "kinematics": (255, 160, 0), "motion": (0, 200, 120)}  # BGR
 # Short names of the loss parts, on the training progress bar (pipeline/train.py) and this plot's legend.
 SHORT_NAMES = {"total": "loss", "mask": "mask", "dice": "dice", "class": "cls", "refer": "ref", "refer_rank": "rank",
-               "text": "txt", "instance": "ins", "attribute": "attr", "kinematics": "kin",
+               "refer_anchor": "anc", "text": "txt", "instance": "ins", "attribute": "attr", "kinematics": "kin",
                "prompt_attribute": "pattr", "motion": "mot"}
 # (metric key, label, bar of the issue)
 METRICS = (("referring_jf", "referring J&F", 0.80), ("reasoning_jf", "reasoning J&F", 0.60),

@@ -100,6 +100,26 @@ def test_refer_bce_is_positive_only_at_the_referent_among_negatives():
     assert math.isclose(float(rank), 3.0 * by_hand, rel_tol=1e-5)
 
 
+def test_anchor_term_is_the_two_way_ce_of_referent_against_anchor_by_hand():
+    """Query 0 holds the referent (logit 2), query 2 the anchor (0.5), query 3 another object: the term is
+    softplus(0.5 - 2) times its weight; off by default, and absent when the frame's anchor is not in view."""
+    model_cfg = build_tiny(device="meta").cfg
+    refer = torch.tensor([[[2.0], [-1.0], [0.5], [0.0]]])
+    layer = LayerPrediction(masks=torch.zeros(1, 4, 8, 8), refer=refer,
+                            classes=torch.zeros(1, 4, 2), regions=torch.zeros(1, 4, 2))
+    masks = torch.zeros(3, 32, 32)
+    target = FrameTarget(masks, torch.tensor([REFERRED, NOT_REFERRED, NOT_REFERRED]),
+                         anchor=torch.tensor([False, True, False]))
+    matches = [(torch.tensor([0, 2, 3]), torch.tensor([0, 1, 2]))]
+    assert "refer_anchor" not in HyperSegLoss(model_cfg.loss, model_cfg.predictor).layer_losses(
+        layer, [target], ["referring"], matches)
+    criterion = HyperSegLoss(dataclasses.replace(model_cfg.loss, refer_anchor_weight=2.0), model_cfg.predictor)
+    term = criterion.layer_losses(layer, [target], ["reasoning"], matches)["refer_anchor"]
+    assert math.isclose(float(term), 2.0 * math.log1p(math.exp(0.5 - 2.0)), rel_tol=1e-5)
+    unseen = dataclasses.replace(target, anchor=torch.zeros(3, dtype=torch.bool))
+    assert "refer_anchor" not in criterion.layer_losses(layer, [unseen], ["referring"], matches)
+
+
 def test_attribute_ce_scores_the_matched_queries_objects_by_hand():
     """Two attributes of sizes 3 and 2; two objects matched to queries 1 and 3. The loss is the mean over the two
     attributes of each one's CE over the matched queries, against values computed by hand; with weight 0 there is

@@ -15,7 +15,7 @@ from models.config import VisualPromptConfig
 from models.losses import NOT_REFERRED, REFERRED
 from models.presets import preset_config
 from models.training import TRAIN_CONFIG_FILE, TRAINING_STATE_FILE, OptimConfig, Trainer, WarmupCosine
-from operators.synthetic import WorldConfig, make_clip
+from operators.synthetic import WorldConfig, anchors, make_clip
 from operators.synthetic.vocab import ATTRIBUTE_VOCABULARIES
 from operators.training_samples import (TEMPORAL_SUBKINDS, SampleConfig, TaskMix, attribute_classes, batch_for_step,
                                        sample_from_prompt)
@@ -198,6 +198,32 @@ def test_referring_targets_show_the_referent_among_negatives(negatives):
         assert target.prompt_index.tolist() == labels
         assert torch.equal(target.masks, torch.from_numpy(clip.masks[t, expected]))
     assert negatives == any(len(ids) > 1 for ids in sample.object_ids)
+
+
+def test_referring_targets_mark_the_anchor_the_expression_names():
+    """For "same X as" and spatial expressions exactly the objects that operators.synthetic.anchors finds are
+    marked (never the referent); other referring prompts mark none, and other tasks carry no anchor column."""
+    marked_kinds = set()
+    for seed in range(6):
+        clip = make_clip(seed, "train")
+        for prompt in clip.prompts:
+            sample = sample_from_prompt(clip, prompt, 0, 1, VisualPromptConfig())
+            target, ids = sample.targets[0], sample.object_ids[0].tolist()
+            if prompt.query is None:
+                assert target.anchor is None
+                continue
+            named = anchors(prompt.query, clip, WorldConfig())
+            assert target.anchor.tolist() == [i in named for i in ids]
+            assert not set(named) & set(prompt.targets)
+            if target.anchor.any():
+                marked_kinds.add(prompt.subkind)
+    assert marked_kinds == {"same_colour", "same_shape", "spatial"}
+
+
+def test_refer_anchor_weight_reaches_the_loss_config():
+    assert run_config(build_parser().parse_args(["--preset", "tiny"])).loss.refer_anchor_weight == 0.0
+    chosen = run_config(build_parser().parse_args(["--preset", "tiny", "--refer-anchor-weight", "1.5"]))
+    assert chosen.loss.refer_anchor_weight == 1.5
 
 
 def test_referring_targets_name_the_attributes_the_expression_names():
