@@ -42,3 +42,15 @@ def test_model_info_cli_prints_counts():
     assert 3.2e9 <= info["parameters"] <= 3.6e9
     assert 0 < info["trainable"] < info["parameters"]
     assert sum(info["modules"].values()) == info["parameters"]
+
+
+def test_llm4_preset_changes_only_the_llm_shape_of_the_shipped_preset():
+    """The deeper-LLM experiment is the shipped preset with one change, so a run of it measures that change alone."""
+    shipped, deeper = preset_config("tiny-lite0-bpe"), preset_config("tiny-lite0-bpe-llm4")
+    llm = deeper.language.hf_config
+    assert (llm["num_hidden_layers"], llm["hidden_size"], llm["intermediate_size"]) == (4, 256, 1024)
+    assert llm["hidden_size"] // llm["num_attention_heads"] == (shipped.language.hf_config["hidden_size"]
+                                                               // shipped.language.hf_config["num_attention_heads"])
+    assert deeper.language.hidden_size == 256
+    for part in ("vision", "pyramid", "perceiver", "predictor", "loss", "frozen"):
+        assert getattr(deeper, part) == getattr(shipped, part)
