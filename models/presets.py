@@ -105,7 +105,7 @@ PRESETS["tiny-lite0-bpe"] = dataclasses.replace(
 
 # The shipped preset with a deeper, wider LLM (4 layers of 256 instead of 2 of 128, head size 32 kept): the refer pick
 # fails on the text side (docs/training.md, "Where the language gap is"), and a reasoning expression needs more than
-# one hop (find the star, read its colour, describe the referent). About 3M more parameters, +27% a training step;
+# one hop (find the star, read its colour, describe the referent). About 3M more parameters and a dearer step;
 # docs/training.md ("A deeper, wider LLM") says what one run of it gave.
 PRESETS["tiny-lite0-bpe-llm4"] = dataclasses.replace(
     PRESETS["tiny-lite0-bpe"],
