@@ -3,9 +3,8 @@
 Matching and the point-sampled mask losses are transformers' Mask2Former Hungarian matcher and loss; what
 HyperSeg adds on top is written here: classification against a per-sample (open) prompt list with a no-object
 weight, the referring-score BCE (and, optionally, a top-1 ranking CE and a referent-over-anchor ranking term), the
-answer-text CE and the contrastive
-instance association between frames; optionally, an attribute CE and a kinematics L1 on the matched queries (not
-in the paper).
+answer-text CE and the contrastive instance association between frames; optionally, an attribute CE and a kinematics
+L1 on the matched queries (not in the paper).
 """
 
 from __future__ import annotations
